@@ -1,0 +1,92 @@
+"""Deterministic, mergeable, order-independent reservoir sampling (bottom-k by hashed keys).
+
+Each value gets a pseudo-random key computed from ``(seed, salt, row id, position)``, never
+from the order it was read in. Keeping the ``k`` smallest keys is a uniform sample without
+replacement; the same data and seed give the same sample whatever the order of the files, and
+two reservoirs built on different workers merge into the one a single pass would have built.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+
+_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_M2 = np.uint64(0x94D049BB133111EB)
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _splitmix(x: np.ndarray) -> np.ndarray:
+    x = x + _GOLDEN
+    x = (x ^ (x >> np.uint64(30))) * _M1
+    x = (x ^ (x >> np.uint64(27))) * _M2
+    return x ^ (x >> np.uint64(31))
+
+
+def hash_keys(ids: np.ndarray, seed: int, salt: str = "", sub: np.ndarray | None = None) -> np.ndarray:
+    """uint64 keys for row ids (and optional sub-positions within a row)."""
+    base = np.uint64(zlib.crc32(salt.encode()) ^ ((int(seed) & 0xFFFFFFFF) << 32))
+    with np.errstate(over="ignore"):
+        x = _splitmix(np.asarray(ids).astype(np.int64).view(np.uint64) ^ base)
+        if sub is not None:
+            x = _splitmix(x ^ np.asarray(sub).astype(np.uint64))
+    return x
+
+
+class BottomK:
+    """A bounded reservoir of rows (1-D values or 2-D feature vectors) keyed by hashed ids."""
+
+    def __init__(self, k: int, width: int | None = None, dtype: type = np.float64):
+        if k < 1:
+            raise ValueError(f"reservoir size must be >= 1, got {k}")
+        self.k = int(k)
+        self.width = width
+        shape = (0,) if width is None else (0, width)
+        self.keys = np.empty(0, dtype=np.uint64)
+        self.values = np.empty(shape, dtype=dtype)
+        self.seen = 0
+        self._pending_keys: list[np.ndarray] = []
+        self._pending_values: list[np.ndarray] = []
+        self._pending = 0
+
+    def add(self, keys: np.ndarray, values: np.ndarray) -> None:
+        """Offer values with their keys; memory stays O(k)."""
+        if len(keys) != len(values):
+            raise ValueError("keys and values differ in length")
+        self.seen += len(keys)
+        if not len(keys):
+            return
+        self._pending_keys.append(np.asarray(keys, dtype=np.uint64))
+        self._pending_values.append(np.asarray(values, dtype=self.values.dtype))
+        self._pending += len(keys)
+        if self._pending >= 2 * self.k:
+            self._compact()
+
+    def merge(self, other: BottomK) -> BottomK:
+        """Fold another reservoir (built on other files or workers) into this one."""
+        other._compact()
+        self.add(other.keys, other.values)
+        self.seen += other.seen - len(other.keys)
+        return self
+
+    def _compact(self) -> None:
+        if not self._pending_keys:
+            return
+        keys = np.concatenate([self.keys, *self._pending_keys])
+        values = np.concatenate([self.values, *self._pending_values])
+        self._pending_keys, self._pending_values, self._pending = [], [], 0
+        if len(keys) > self.k:
+            idx = np.argpartition(keys, self.k - 1)[: self.k]
+            keys, values = keys[idx], values[idx]
+        order = np.argsort(keys, kind="stable")
+        self.keys, self.values = keys[order], values[order]
+
+    def sample(self) -> np.ndarray:
+        """The kept values, ordered by key (so deterministic)."""
+        self._compact()
+        return self.values
+
+    def __len__(self) -> int:
+        self._compact()
+        return len(self.keys)

@@ -1,0 +1,188 @@
+"""Safe serialization: .npz (numeric arrays + JSON config) and safetensors, never pickle.
+
+Every file records ``format_version`` and the fingerprint of the fitted state. Writes are
+atomic (a temporary file in the target directory, then ``os.replace``). Any problem reading
+raises :class:`CodecFormatError` naming the path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+import zipfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import CodecFormatError
+
+FORMAT_VERSION = 1
+_META = ("__config__", "__format_version__", "__kind__", "__fingerprint__")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str], suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it over ``path`` only on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def _canonical(obj: Any) -> Any:
+    if isinstance(obj, Mapping):
+        return {str(k): _canonical(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_canonical(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    return obj
+
+
+def dumps_config(config: Mapping[str, Any]) -> str:
+    """Canonical JSON (sorted keys) of a configuration dict."""
+    return json.dumps(_canonical(config), sort_keys=True, separators=(",", ":"))
+
+
+def fingerprint(config: Mapping[str, Any], arrays: Mapping[str, np.ndarray] | None = None) -> str:
+    """A sha256 (first 16 hex digits) of the configuration and the fitted arrays."""
+    h = hashlib.sha256(dumps_config(config).encode())
+    for name in sorted(arrays or {}):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}|{a.dtype.str}|{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()[:16]
+
+
+def save_npz(
+    path: str | os.PathLike[str],
+    config: Mapping[str, Any],
+    arrays: Mapping[str, np.ndarray] | None = None,
+    *,
+    kind: str,
+) -> str:
+    """Write a .npz readable with ``np.load(path, allow_pickle=False)``; return the fingerprint."""
+    arrays = dict(arrays or {})
+    for name, a in arrays.items():
+        if name in _META:
+            raise ValueError(f"array name {name!r} is reserved")
+        a = np.asarray(a)
+        if a.dtype.hasobject:
+            raise TypeError(f"array {name!r} has dtype object; store strings as unicode arrays")
+        arrays[name] = a
+    fp = fingerprint(config, arrays)
+    payload = {
+        "__config__": np.array(dumps_config(config)),
+        "__format_version__": np.array(FORMAT_VERSION, dtype=np.int64),
+        "__kind__": np.array(kind),
+        "__fingerprint__": np.array(fp),
+        **arrays,
+    }
+    with atomic_path(path, suffix=".npz") as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **payload)
+    return fp
+
+
+def load_npz(
+    path: str | os.PathLike[str], *, kind: str | None = None
+) -> tuple[dict[str, Any], dict[str, np.ndarray], str]:
+    """Read a file written by :func:`save_npz`: ``(config, arrays, fingerprint)``."""
+    path = Path(path)
+    if not path.is_file():
+        raise CodecFormatError(f"{path}: file not found")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            names = set(npz.files)
+            missing = [m for m in _META if m not in names]
+            if missing:
+                raise CodecFormatError(
+                    f"{path}: not an astromodal file (missing {', '.join(missing)})"
+                )
+            version = int(npz["__format_version__"])
+            if version > FORMAT_VERSION:
+                raise CodecFormatError(
+                    f"{path}: format_version {version} is newer than this astromodal reads "
+                    f"({FORMAT_VERSION}); upgrade astromodal"
+                )
+            file_kind = str(npz["__kind__"])
+            if kind is not None and file_kind != kind:
+                raise CodecFormatError(f"{path}: holds a {file_kind!r}, expected a {kind!r}")
+            config = json.loads(str(npz["__config__"]))
+            fp = str(npz["__fingerprint__"])
+            arrays = {n: npz[n] for n in npz.files if n not in _META}
+    except CodecFormatError:
+        raise
+    except ValueError as exc:
+        if "pickle" in str(exc):
+            raise CodecFormatError(f"{path}: holds pickled objects, which are never loaded") from exc
+        raise CodecFormatError(f"{path}: unreadable .npz ({exc})") from exc
+    except (zipfile.BadZipFile, OSError, EOFError, KeyError, json.JSONDecodeError) as exc:
+        raise CodecFormatError(f"{path}: truncated or corrupt file ({exc})") from exc
+    if fingerprint(config, arrays) != fp:
+        raise CodecFormatError(f"{path}: fingerprint mismatch, the file was altered or damaged")
+    return config, arrays, fp
+
+
+def save_safetensors(
+    path: str | os.PathLike[str],
+    tensors: Mapping[str, np.ndarray],
+    metadata: Mapping[str, Any] | None = None,
+) -> str:
+    """Write numpy arrays to safetensors atomically; return the fingerprint of the arrays."""
+    from safetensors.numpy import save_file
+
+    arrays = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
+    fp = fingerprint({}, arrays)
+    meta = {k: v if isinstance(v, str) else json.dumps(_canonical(v)) for k, v in (metadata or {}).items()}
+    meta["format_version"] = str(FORMAT_VERSION)
+    meta["fingerprint"] = fp
+    with atomic_path(path, suffix=".safetensors") as tmp:
+        save_file(arrays, str(tmp), metadata=meta)
+    return fp
+
+
+def load_safetensors(
+    path: str | os.PathLike[str], *, expected_fingerprint: str | None = None
+) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Read a safetensors file: ``(arrays, metadata)``; verify version and fingerprint."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise CodecFormatError(f"{path}: companion file not found")
+    try:
+        with safe_open(str(path), framework="numpy") as fh:
+            meta = dict(fh.metadata() or {})
+            arrays = {k: fh.get_tensor(k) for k in fh.keys()}
+    except Exception as exc:  # safetensors raises its own SafetensorError
+        raise CodecFormatError(f"{path}: truncated or corrupt safetensors file ({exc})") from exc
+    version = int(meta.get("format_version", "0"))
+    if version > FORMAT_VERSION:
+        raise CodecFormatError(
+            f"{path}: format_version {version} is newer than this astromodal reads "
+            f"({FORMAT_VERSION}); upgrade astromodal"
+        )
+    fp = fingerprint({}, arrays)
+    if "fingerprint" in meta and meta["fingerprint"] != fp:
+        raise CodecFormatError(f"{path}: fingerprint mismatch, the file was altered or damaged")
+    if expected_fingerprint is not None and fp != expected_fingerprint:
+        raise CodecFormatError(
+            f"{path}: holds state {fp}, but its config expects {expected_fingerprint}; "
+            "the companion file belongs to another save"
+        )
+    return arrays, meta

@@ -1,0 +1,1 @@
+"""The astromodal end-to-end demo."""
