@@ -34,6 +34,7 @@ class PluginLoadError(RegistryError):
         self.plugin = plugin
         self.cause = cause
         detail = cause if isinstance(cause, str) else f"{type(cause).__name__}: {cause}"
+        self.detail = detail
         super().__init__(f"plugin {plugin!r} failed to load: {detail}")
 
 

@@ -159,7 +159,7 @@ class Registry:
         }
         failed: set[str] = set()
         for kind, hook in hooks.items():
-            for impl in reversed(hook.get_hookimpls()):  # registration order
+            for impl in hook.get_hookimpls():  # registration order
                 plugin = impl.plugin_name
                 if plugin in failed:
                     continue
@@ -195,7 +195,7 @@ class Registry:
                 name, {"name": name, "version": _versions.get(name, ""), "hooks": []}
             )
             self.plugins[name]["status"] = "broken"
-            self.plugins[name]["error"] = str(err.cause if isinstance(err, PluginLoadError) else err)
+            self.plugins[name]["error"] = err.detail if isinstance(err, PluginLoadError) else str(err)
         return self
 
     def _add(self, kind: str, item: Any, plugin: str) -> None:
