@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+import sys
 import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -30,6 +31,7 @@ from .modality import Modality, TokenKey
 
 ENTRY_POINT_GROUP = "astromodal"
 ENV_VAR = "ASTROMODAL_PLUGINS"
+TRACE_VAR = "ASTROMODAL_TRACE_PLUGINS"
 
 _pm: pluggy.PluginManager | None = None
 _broken: dict[str, PluginLoadError] = {}
@@ -88,6 +90,8 @@ def get_plugin_manager() -> pluggy.PluginManager:
     if _pm is None:
         pm = pluggy.PluginManager("astromodal")
         pm.add_hookspecs(hookspecs)
+        if os.environ.get(TRACE_VAR):
+            _trace(pm)
         _pm = pm
         try:
             _load_entry_points(pm)
@@ -95,6 +99,18 @@ def get_plugin_manager() -> pluggy.PluginManager:
             _pm = None
             raise
     return _pm
+
+
+def _trace(pm: pluggy.PluginManager) -> None:
+    """Print every hook call to stderr (``ASTROMODAL_TRACE_PLUGINS=1``)."""
+
+    def before(hook_name: str, impls: list[Any], kwargs: dict[str, Any]) -> None:
+        print(f"astromodal: {hook_name} -> {[i.plugin_name for i in impls]}", file=sys.stderr)
+
+    def after(outcome: Any, hook_name: str, impls: list[Any], kwargs: dict[str, Any]) -> None:
+        pass
+
+    pm.add_hookcall_monitoring(before, after)
 
 
 def register_plugin(plugin: object, name: str) -> None:
@@ -164,6 +180,8 @@ class Registry:
                 if plugin in failed:
                     continue
                 bucket = staged.setdefault(plugin, {}).setdefault(kind, [])
+                if os.environ.get(TRACE_VAR):
+                    print(f"astromodal: {hook.name} -> [{plugin!r}]", file=sys.stderr)
                 try:
                     kwargs = {"register": _collector(kind, plugin, bucket)}
                     impl.function(**{k: v for k, v in kwargs.items() if k in impl.argnames})

@@ -234,3 +234,16 @@ def test_hook_register_demo_columns() -> None:
         assert [e.obj for e in get_registry().demo_columns] == [make]
     finally:
         astromodal_core.unregister("dp")
+
+
+def test_trace_env_var_prints_hook_calls(
+    toy: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv(registry.TRACE_VAR, "1")
+    registry.reset()
+    astromodal_core.register_plugin(toy.ToyPlugin(), name="toy")
+    try:
+        get_registry()
+    finally:
+        astromodal_core.unregister("toy")
+    assert "astromodal: astromodal_register_token_keys -> ['toy']" in capsys.readouterr().err
