@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .errors import DataError
@@ -109,7 +110,7 @@ def list_column(
         values = col.flatten().to_numpy(zero_copy_only=False).astype(dtype, copy=False)
         return values, offsets
     if col.null_count:
-        col = pa.compute.if_else(col.is_null(), pa.scalar([], type=t), col)
+        col = pc.if_else(col.is_null(), pa.scalar([], type=t), col)
     raw = np.asarray(col.offsets.to_numpy(zero_copy_only=False), dtype=np.int64)
     flat = col.values.to_numpy(zero_copy_only=False)
     values = flat[raw[0] : raw[-1]].astype(dtype, copy=False)

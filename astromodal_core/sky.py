@@ -376,3 +376,19 @@ def photometry(
     wave = np.arange(lo, hi + step, step)
     flam = sky.sed(wave, index)
     return {name: ab_magnitude(wave, flam, w, r) for name, (w, r) in curves.items()}
+
+
+def list_column(rows: list[np.ndarray | None], value_type: Any = None) -> Any:
+    """A pyarrow list column from per-object arrays; ``None`` is a null, ``[]`` an empty list."""
+    import pyarrow as pa
+
+    value_type = value_type if value_type is not None else pa.float32()
+    lengths = np.array([0 if r is None else len(r) for r in rows], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    dtype = value_type.to_pandas_dtype()
+    parts = [np.asarray(r, dtype=dtype) for r in rows if r is not None and len(r)]
+    values = np.concatenate(parts) if parts else np.empty(0, dtype=dtype)
+    mask = pa.array([r is None for r in rows]) if any(r is None for r in rows) else None
+    return pa.ListArray.from_arrays(
+        pa.array(offsets), pa.array(values, type=value_type), mask=mask
+    )
