@@ -71,7 +71,11 @@ def write_token_store(
     fingerprints: Mapping[str, str] | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write a token store atomically: nothing is left at ``path`` if anything fails."""
+    """Write a token store atomically: nothing is left at ``path`` if anything fails.
+
+    ``fingerprints`` maps each token key name to the fingerprint of the tokenizer (or codec)
+    that made its tokens; a model records them and refuses tokens from another fitted state.
+    """
     keys = token_keys if isinstance(token_keys, Mapping) else {k.name: k for k in token_keys}
     ids = np.asarray(ids, dtype=np.int64)
     n = len(ids)

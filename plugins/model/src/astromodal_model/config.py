@@ -1,0 +1,159 @@
+"""Model and training configuration: presets, validation, YAML loading."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from astromodal_core.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Transformer shape: width, encoder and decoder depth, heads, MLP ratio, dropout."""
+
+    dim: int = 64
+    encoder_depth: int = 2
+    decoder_depth: int = 2
+    num_heads: int = 4
+    mlp_ratio: float = 4.0
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("dim", "encoder_depth", "decoder_depth", "num_heads"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ConfigError(f"model config: {name!r} must be a positive int, got {v!r}")
+        if self.dim % self.num_heads:
+            raise ConfigError(
+                f"model config: dim {self.dim} is not divisible by num_heads {self.num_heads}"
+            )
+        if not self.mlp_ratio > 0:
+            raise ConfigError(f"model config: 'mlp_ratio' must be > 0, got {self.mlp_ratio!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"model config: 'dropout' must be in [0, 1), got {self.dropout!r}")
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> ModelConfig:
+        """A named preset (``tiny``, ``small``, ``base``) with optional overrides."""
+        if name not in PRESETS:
+            raise ConfigError(f"unknown model preset {name!r}; presets: {sorted(PRESETS)}")
+        return cls(**{**PRESETS[name], **overrides})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ModelConfig:
+        """Build from a dict; an optional ``preset`` key gives the defaults."""
+        d = dict(d)
+        preset = d.pop("preset", None)
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ConfigError(f"model config: unknown key {unknown[0]!r}; known: {sorted(names)}")
+        return cls.preset(preset, **d) if preset else cls(**d)
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": {"dim": 64, "encoder_depth": 2, "decoder_depth": 2, "num_heads": 4},
+    "small": {"dim": 384, "encoder_depth": 6, "decoder_depth": 6, "num_heads": 6},
+    "base": {"dim": 768, "encoder_depth": 12, "decoder_depth": 12, "num_heads": 12},
+}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training settings (the ``train:`` section of model.yaml, or its top level)."""
+
+    steps: int = 1000
+    batch_size: int = 64
+    lr: float = 3e-4
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.05
+    warmup_steps: int = 100
+    grad_clip: float = 1.0
+    input_budget: int = 256
+    target_budget: int = 128
+    dirichlet_alpha: float = 1.0
+    val_fraction: float = 0.1
+    val_every: int = 100
+    val_max_rows: int = 2048
+    checkpoint_every: int = 500
+    chunk_rows: int = 8192
+    num_workers: int = 0
+    seed: int = 0
+    token_keys: list[str] | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        ints = ("steps", "batch_size", "input_budget", "target_budget", "val_every",
+                "val_max_rows", "checkpoint_every", "chunk_rows")
+        for name in ints:
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ConfigError(f"train config: {name!r} must be a positive int, got {v!r}")
+        for name in ("warmup_steps", "num_workers", "seed"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                raise ConfigError(f"train config: {name!r} must be an int >= 0, got {v!r}")
+        for name in ("lr", "weight_decay", "grad_clip", "dirichlet_alpha", "min_lr_ratio"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
+                raise ConfigError(f"train config: {name!r} must be a number >= 0, got {v!r}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ConfigError(f"train config: 'val_fraction' must be in [0, 1), got {self.val_fraction!r}")
+        if self.dirichlet_alpha <= 0:
+            raise ConfigError("train config: 'dirichlet_alpha' must be > 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ConfigError(f"train config: unknown key {unknown[0]!r}; known: {sorted(names)}")
+        return cls(**dict(d))
+
+
+def split_config(data: Mapping[str, Any]) -> tuple[ModelConfig, TrainConfig]:
+    """Split a model.yaml mapping into (ModelConfig, TrainConfig).
+
+    Accepted shapes: ``{model: {...}, train: {...}}`` or a flat mapping whose model keys
+    (``preset``, ``dim``, ...) and training keys (``steps``, ``lr``, ...) sit side by side.
+    """
+    data = dict(data)
+    if "model" in data or "train" in data:
+        extra = sorted(set(data) - {"model", "train"})
+        if extra:
+            raise ConfigError(f"model.yaml: unknown top-level key {extra[0]!r}; use 'model' and 'train'")
+        model_part = dict(data.get("model") or {})
+        train_part = dict(data.get("train") or {})
+    else:
+        model_names = {f.name for f in fields(ModelConfig)} | {"preset"}
+        model_part = {k: v for k, v in data.items() if k in model_names}
+        train_part = {k: v for k, v in data.items() if k not in model_names}
+    return ModelConfig.from_dict(model_part), TrainConfig.from_dict(train_part)
+
+
+def load_model_yaml(path: str | os.PathLike[str]) -> tuple[ModelConfig, TrainConfig]:
+    """Read model.yaml (safe YAML) into (ModelConfig, TrainConfig); errors name the file."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML ({exc})") from exc
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    try:
+        return split_config(data)
+    except (ConfigError, TypeError) as exc:
+        raise ConfigError(f"{path}: {exc}") from exc

@@ -1,0 +1,120 @@
+"""4M-style masking: per row, Dirichlet splits of an input and a target budget over its modalities.
+
+For every row, the keys that hold at least one real token share the input budget in
+proportions drawn from a symmetric Dirichlet(alpha); the target budget is split the same way
+(an independent draw) over the tokens not chosen as inputs. Randomness comes from a generator
+seeded by ``(seed, step, row id)``, so a row is masked the same way whatever process or data
+loader worker handles it (single-process and DDP training see the same batches).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+VAL_STEP = 2**32 - 1  # the "step" used for the fixed masks of validation rows
+
+
+def row_rng(seed: int, step: int, row_id: int) -> np.random.Generator:
+    """The generator for one row at one step (order- and process-independent)."""
+    u = int(np.int64(row_id).view(np.uint64))
+    return np.random.default_rng([int(seed), int(step) & 0xFFFFFFFF, u & 0xFFFFFFFF, u >> 32])
+
+
+def allocate(budget: int, weights: np.ndarray, caps: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Integer counts summing to min(budget, caps.sum()), about ``weights * budget``, capped."""
+    n = np.zeros(len(caps), dtype=np.int64)
+    remaining = int(min(budget, caps.sum()))
+    while remaining > 0:
+        free = caps > n
+        w = np.where(free, weights, 0.0)
+        w = w / w.sum() if w.sum() > 0 else free / free.sum()
+        add = np.minimum(np.floor(w * remaining).astype(np.int64), caps - n)
+        if add.sum() == 0:
+            add[rng.choice(len(caps), p=w)] = 1
+        n += add
+        remaining -= int(add.sum())
+    return n
+
+
+def split_budgets(n_tokens: int, input_budget: int, target_budget: int) -> tuple[int, int]:
+    """Input and target budgets for a row holding ``n_tokens`` real tokens.
+
+    A row with fewer tokens than both budgets together shares them in the budgets' ratio,
+    keeping at least one input and (with two or more tokens) at least one target.
+    """
+    if n_tokens >= input_budget + target_budget:
+        return input_budget, target_budget
+    if n_tokens < 2:
+        return n_tokens, 0
+    b_in = int(round(n_tokens * input_budget / (input_budget + target_budget)))
+    b_in = min(max(b_in, 1), n_tokens - 1)
+    return b_in, min(target_budget, n_tokens - b_in)
+
+
+def mask_batch(
+    ids: np.ndarray,
+    dense: Mapping[str, np.ndarray],
+    key_names: Sequence[str],
+    *,
+    input_budget: int,
+    target_budget: int,
+    alpha: float = 1.0,
+    seed: int = 0,
+    step: int = 0,
+) -> dict[str, np.ndarray]:
+    """A training batch: ``enc_*`` (B, E) and ``dec_*`` (B, T) arrays (see ``AstroModel.loss_terms``).
+
+    ``dense[key]`` is (B, L) with -1 where a token is absent.
+    """
+    index = {k: i for i, k in enumerate(key_names)}
+    names = [k for k in dense if k in index]
+    B = len(ids)
+    enc_rows: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    dec_rows: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    for i in range(B):
+        rng = row_rng(seed, step, int(ids[i]))
+        avail = [(k, np.flatnonzero(dense[k][i] >= 0)) for k in names]
+        avail = [(k, p) for k, p in avail if len(p)]
+        if not avail:
+            enc_rows.append((np.zeros(0, np.int64),) * 3)
+            dec_rows.append((np.zeros(0, np.int64),) * 3)
+            continue
+        caps = np.array([len(p) for _, p in avail])
+        b_in, b_tgt = split_budgets(int(caps.sum()), input_budget, target_budget)
+        ones = np.full(len(avail), float(alpha))
+        n_in = allocate(b_in, rng.dirichlet(ones), caps, rng)
+        perms = [rng.permutation(p) for _, p in avail]
+        n_tgt = allocate(b_tgt, rng.dirichlet(ones), caps - n_in, rng)
+        ek, ep, et, dk, dp, dt = [], [], [], [], [], []
+        for (k, _), perm, a, b in zip(avail, perms, n_in, n_tgt):
+            row = dense[k][i]
+            src, tgt = perm[:a], perm[a : a + b]
+            ek.append(np.full(a, index[k]))
+            ep.append(src)
+            et.append(row[src])
+            dk.append(np.full(b, index[k]))
+            dp.append(tgt)
+            dt.append(row[tgt])
+        enc_rows.append((np.concatenate(ek), np.concatenate(ep), np.concatenate(et)))
+        dec_rows.append((np.concatenate(dk), np.concatenate(dp), np.concatenate(dt)))
+    enc = _pad(enc_rows)
+    dec = _pad(dec_rows)
+    return {
+        "enc_key": enc[0], "enc_pos": enc[1], "enc_tok": enc[2], "enc_valid": enc[3],
+        "dec_key": dec[0], "dec_pos": dec[1], "dec_tgt": dec[2], "dec_valid": dec[3],
+    }
+
+
+def _pad(rows: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tuple[np.ndarray, ...]:
+    width = max(1, max(len(r[0]) for r in rows))
+    B = len(rows)
+    k = np.zeros((B, width), np.int64)
+    p = np.zeros((B, width), np.int64)
+    t = np.zeros((B, width), np.int64)
+    valid = np.zeros((B, width), bool)
+    for i, (rk, rp, rt) in enumerate(rows):
+        n = len(rk)
+        k[i, :n], p[i, :n], t[i, :n], valid[i, :n] = rk, rp, rt, True
+    return k, p, t, valid

@@ -1,0 +1,468 @@
+"""AstroModel: a 4M / AION-style encoder-decoder assembled from the registered token keys."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from astromodal_core.errors import CodecFormatError, DataError
+from astromodal_core.modality import TokenKey
+
+from .batching import ABSENT, dense_batch
+from .config import ModelConfig
+from .errors import UnknownTokenKeyError
+from .keys import (
+    KeySpec,
+    check_keys_match,
+    key_length,
+    keys_from_json,
+    keys_to_json,
+    resolve_token_keys,
+)
+from .layers import DecoderBlock, EncoderBlock, key_positions
+
+MODEL_FORMAT_VERSION = 1
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+Generator = torch.Generator | int | None
+
+
+def _generator(generator: Generator) -> torch.Generator:
+    if isinstance(generator, torch.Generator):
+        return generator
+    return torch.Generator().manual_seed(0 if generator is None else int(generator))
+
+
+def _attn_mask(valid: torch.Tensor) -> torch.Tensor:
+    """(B, S) validity -> SDPA boolean mask (B, 1, 1, S); a row with nothing valid sees slot 0."""
+    valid = valid.clone()
+    empty = ~valid.any(dim=1)
+    if bool(empty.any()):
+        valid[empty, 0] = True
+    return valid[:, None, None, :]
+
+
+class AstroModel(nn.Module):
+    """Encoder-decoder over the tokens of every key it was built for.
+
+    One embedding table and one output head per token key (sizes from the key's
+    ``vocab_size``), a learned modality embedding per key, fixed positions per layout (none
+    for scalars, 1-D sinusoidal for sequence and ragged keys, 2-D for grids). A key's
+    ``mask_token`` and padding are absent tokens: never embedded, never targets.
+    """
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        token_keys: Mapping[str, TokenKey],
+        *,
+        fingerprints: Mapping[str, str] | None = None,
+    ):
+        super().__init__()
+        if not token_keys:
+            raise ValueError("AstroModel needs at least one token key")
+        self.config = config
+        self.token_keys: dict[str, TokenKey] = dict(token_keys)
+        self.fingerprints: dict[str, str] = dict(fingerprints or {})
+        self.key_names: list[str] = list(self.token_keys)
+        self.key_index: dict[str, int] = {k: i for i, k in enumerate(self.key_names)}
+        d = config.dim
+        self.token_embed = nn.ModuleDict(
+            {n: nn.Embedding(k.vocab_size, d) for n, k in self.token_keys.items()}
+        )
+        self.modality_embed = nn.Embedding(len(self.key_names), d)
+        tables = [key_positions(k, d) for k in self.token_keys.values()]
+        offsets = np.cumsum([0] + [len(t) for t in tables[:-1]])
+        self.register_buffer("pos_table", torch.from_numpy(np.concatenate(tables)), persistent=False)
+        self.register_buffer("pos_offset", torch.as_tensor(offsets, dtype=torch.long), persistent=False)
+        self.query = nn.Parameter(torch.zeros(d))
+        args = (d, config.num_heads, config.mlp_ratio, config.dropout)
+        self.encoder = nn.ModuleList(EncoderBlock(*args) for _ in range(config.encoder_depth))
+        self.encoder_norm = nn.LayerNorm(d)
+        self.decoder = nn.ModuleList(DecoderBlock(*args) for _ in range(config.decoder_depth))
+        self.decoder_norm = nn.LayerNorm(d)
+        self.heads = nn.ModuleDict({n: nn.Linear(d, k.vocab_size) for n, k in self.token_keys.items()})
+        self.apply(self._init)
+        nn.init.trunc_normal_(self.query, std=0.02)
+
+    @staticmethod
+    def _init(m: nn.Module) -> None:
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            if isinstance(m, nn.Linear) and m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+    # construction ---------------------------------------------------------------------------
+    @classmethod
+    def from_registry(
+        cls,
+        config: ModelConfig | Mapping[str, Any] | str | None = None,
+        token_keys: KeySpec = None,
+        *,
+        fingerprints: Mapping[str, str] | None = None,
+    ) -> AstroModel:
+        """Build from the registry: every registered key (None), key names, or TokenKey records.
+
+        ``config`` is a ModelConfig, a dict (optionally with ``preset``) or a preset name.
+        """
+        return cls(_as_config(config), resolve_token_keys(token_keys), fingerprints=fingerprints)
+
+    @property
+    def device(self) -> torch.device:
+        return self.query.device
+
+    def num_parameters(self, *, non_embedding: bool = False) -> int:
+        """Parameter count; ``non_embedding`` leaves out token tables and output heads."""
+        skip = ("token_embed.", "heads.") if non_embedding else ()
+        return sum(p.numel() for n, p in self.named_parameters() if not n.startswith(skip))
+
+    # token layout ---------------------------------------------------------------------------
+    def _flatten(self, dense: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """Concatenate dense per-key tokens into (tok, key, pos, valid), each (B, N)."""
+        toks, keys, poss = [], [], []
+        for name, t in dense.items():
+            B, L = t.shape
+            toks.append(t)
+            keys.append(torch.full((B, L), self.key_index[name], dtype=torch.long, device=t.device))
+            poss.append(torch.arange(L, device=t.device).expand(B, L))
+        tok = torch.cat(toks, 1)
+        return tok, torch.cat(keys, 1), torch.cat(poss, 1), tok != ABSENT
+
+    @staticmethod
+    def select_tokens(
+        tok: torch.Tensor,
+        key: torch.Tensor,
+        pos: torch.Tensor,
+        valid: torch.Tensor,
+        budget: int,
+        generator: Generator = None,
+    ) -> tuple[torch.Tensor, ...]:
+        """Keep at most ``budget`` valid tokens per row, compacted to the front.
+
+        Under budget, every valid token is kept in its input order; over budget, a seeded
+        uniform sample over all the row's valid tokens (every modality alike) is kept.
+        """
+        if budget < 1:
+            raise ValueError(f"num_encoder_tokens must be >= 1, got {budget}")
+        n_valid = valid.sum(1)
+        over = int(n_valid.max()) > budget
+        if over:
+            r = torch.rand(tok.shape, generator=_generator(generator)).to(tok.device)
+            score = r + 2.0 * (~valid).float()
+        else:
+            score = (~valid).float()
+        order = torch.sort(score, dim=1, stable=True).indices
+        E = max(1, min(budget, int(n_valid.max())))
+        idx = order[:, :E]
+        return tuple(torch.gather(x, 1, idx) for x in (tok, key, pos, valid))
+
+    def _embed(self, tok: torch.Tensor, key: torch.Tensor, pos: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        B, S = tok.shape
+        flat_tok, flat_key, flat_valid = tok.reshape(-1), key.reshape(-1), valid.reshape(-1)
+        parts, where = [], []
+        for k in torch.unique(flat_key[flat_valid]).tolist():
+            sel = torch.nonzero(flat_valid & (flat_key == k)).squeeze(1)
+            parts.append(self.token_embed[self.key_names[k]](flat_tok[sel]))
+            where.append(sel)
+        x = torch.zeros(B * S, self.config.dim, device=tok.device, dtype=self.query.dtype)
+        if parts:
+            x = x.index_copy(0, torch.cat(where), torch.cat(parts).to(x.dtype))
+        x = x.view(B, S, -1) + self._position(key, pos)
+        return x * valid[..., None].to(x.dtype)
+
+    def _position(self, key: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        return self.pos_table[self.pos_offset[key] + pos] + self.modality_embed(key)
+
+    def _encode(self, tok: torch.Tensor, key: torch.Tensor, pos: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        x = self._embed(tok, key, pos, valid)
+        mask = _attn_mask(valid)
+        for block in self.encoder:
+            x = block(x, mask)
+        return self.encoder_norm(x)
+
+    def _decode(
+        self, context: torch.Tensor, ctx_valid: torch.Tensor, key: torch.Tensor, pos: torch.Tensor, valid: torch.Tensor
+    ) -> torch.Tensor:
+        x = self.query.expand(*key.shape, -1) + self._position(key, pos)
+        self_mask, ctx_mask = _attn_mask(valid), _attn_mask(ctx_valid)
+        for block in self.decoder:
+            x = block(x, self_mask, context, ctx_mask)
+        return self.decoder_norm(x)
+
+    def _logits(self, name: str, h: torch.Tensor) -> torch.Tensor:
+        """Head logits; the key's mask token gets -inf, so it is never predicted."""
+        logits = self.heads[name](h).float()
+        mt = self.token_keys[name].mask_token
+        if mt is not None:
+            logits[..., mt] = float("-inf")
+        return logits
+
+    # public API (seed 001 shape) ------------------------------------------------------------
+    def _inputs(self, input_tokens: Mapping[str, Any], exclude: Sequence[str] = ()) -> dict[str, torch.Tensor]:
+        dense = dense_batch(self.token_keys, input_tokens, device=self.device)
+        return {k: v for k, v in dense.items() if k not in exclude}
+
+    def encode(
+        self,
+        input_tokens: Mapping[str, Any],
+        num_encoder_tokens: int = 600,
+        *,
+        generator: Generator = None,
+        return_mask: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Encoder embeddings (B, S, dim), S = min(num_encoder_tokens, most valid tokens in a row).
+
+        Padding slots (rows with fewer tokens) are zero vectors; ``return_mask=True`` also
+        returns the (B, S) boolean mask, True for real tokens. Use :meth:`embed` for a pooled
+        embedding that ignores padding. Over budget, tokens are sampled with ``generator``
+        (a torch.Generator or an int seed; None = seed 0).
+        """
+        dense = self._inputs(input_tokens)
+        sel = self.select_tokens(*self._flatten(dense), num_encoder_tokens, generator)
+        out = self._encode(*sel)
+        valid = sel[3]
+        out = out * valid[..., None].to(out.dtype)
+        return (out, valid) if return_mask else out
+
+    def embed(
+        self, input_tokens: Mapping[str, Any], num_encoder_tokens: int = 600, *, generator: Generator = None
+    ) -> torch.Tensor:
+        """Pooled embedding (B, dim): the mean over real tokens only (padding ignored)."""
+        out, valid = self.encode(input_tokens, num_encoder_tokens, generator=generator, return_mask=True)
+        w = valid.to(out.dtype)[..., None]
+        return (out * w).sum(1) / w.sum(1).clamp_min(1.0)
+
+    def forward(
+        self,
+        input_tokens: Mapping[str, Any],
+        target_mask: Mapping[str, Any] | None = None,
+        num_encoder_tokens: int = 600,
+        *,
+        generator: Generator = None,
+    ) -> dict[str, torch.Tensor]:
+        """Logits ``{key: (B, n_target, vocab)}`` for the positions asked in ``target_mask``.
+
+        ``target_mask[key]`` has shape (B, n) (or (B, H, W) for a grid) with n <= the key's
+        length: entries equal to 0 ask for a prediction at positions 0..n-1, non-zero entries
+        are skipped (their logits are returned but nothing attends to them). None asks for
+        every position of every key absent from ``input_tokens``.
+        """
+        dense = self._inputs(input_tokens)
+        B = next(iter(dense.values())).shape[0]
+        if target_mask is None:
+            target_mask = {
+                n: torch.zeros(B, key_length(k)) for n, k in self.token_keys.items() if n not in dense
+            }
+        keys_, poss, valids, sizes = [], [], [], []
+        for name, tm in target_mask.items():
+            if name not in self.token_keys:
+                raise UnknownTokenKeyError(
+                    f"target_mask: unknown token key {name!r}; the model knows {sorted(self.token_keys)}"
+                )
+            tm = torch.as_tensor(tm, device=self.device).reshape(B, -1) if _rows(tm) == B else None
+            if tm is None:
+                raise DataError(f"target_mask: token key {name!r} does not have {B} rows")
+            n = tm.shape[1]
+            if not 1 <= n <= key_length(self.token_keys[name]):
+                raise DataError(
+                    f"target_mask: token key {name!r}: {n} target positions, the key has "
+                    f"{key_length(self.token_keys[name])}"
+                )
+            keys_.append(torch.full((B, n), self.key_index[name], dtype=torch.long, device=self.device))
+            poss.append(torch.arange(n, device=self.device).expand(B, n))
+            valids.append(tm == 0)
+            sizes.append((name, n))
+        if not sizes:
+            raise DataError("target_mask: no target keys given")
+        sel = self.select_tokens(*self._flatten(dense), num_encoder_tokens, generator)
+        context = self._encode(*sel)
+        h = self._decode(context, sel[3], torch.cat(keys_, 1), torch.cat(poss, 1), torch.cat(valids, 1))
+        out, start = {}, 0
+        for name, n in sizes:
+            out[name] = self._logits(name, h[:, start : start + n])
+            start += n
+        return out
+
+    @torch.no_grad()
+    def predict(
+        self,
+        input_tokens: Mapping[str, Any],
+        target: str,
+        num_encoder_tokens: int = 600,
+        *,
+        generator: Generator = None,
+    ) -> torch.Tensor:
+        """Probabilities (B, n, vocab) over the target key's tokens at every position.
+
+        The target key itself is dropped from the inputs; the mask token has probability 0.
+        """
+        if target not in self.token_keys:
+            raise UnknownTokenKeyError(f"unknown target key {target!r}; the model knows {sorted(self.token_keys)}")
+        inputs = {k: v for k, v in input_tokens.items() if k != target}
+        if not inputs:
+            raise DataError(f"predict: no input tokens besides the target {target!r}")
+        B = _rows(next(iter(inputs.values())))
+        n = key_length(self.token_keys[target])
+        logits = self.forward(inputs, {target: torch.zeros(B, n)}, num_encoder_tokens, generator=generator)
+        return torch.softmax(logits[target], dim=-1)
+
+    @torch.no_grad()
+    def predict_value(
+        self,
+        input_tokens: Mapping[str, Any],
+        target: str,
+        codec: Any,
+        num_encoder_tokens: int = 600,
+        *,
+        generator: Generator = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and standard deviation of the predicted distribution in physical units.
+
+        ``codec`` gives each token id a physical value (see :func:`token_values`). Returns
+        arrays of shape (B,) for a scalar key, (B, n) otherwise.
+        """
+        from .values import distribution_moments, token_values
+
+        values = token_values(codec, self.token_keys[target])
+        probs = self.predict(input_tokens, target, num_encoder_tokens, generator=generator)
+        mean, std = distribution_moments(probs.cpu().numpy(), values, self.token_keys[target])
+        if self.token_keys[target].layout == "scalar":
+            return mean[:, 0], std[:, 0]
+        return mean, std
+
+    # training path --------------------------------------------------------------------------
+    def loss_terms(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-key summed cross entropy and target counts (K,) for a masked training batch.
+
+        ``batch`` holds ``enc_tok, enc_key, enc_pos, enc_valid`` (B, E) and
+        ``dec_key, dec_pos, dec_valid, dec_tgt`` (B, T), as made by :mod:`astromodal_model.masking`.
+        """
+        ctx = self._encode(batch["enc_tok"], batch["enc_key"], batch["enc_pos"], batch["enc_valid"])
+        h = self._decode(ctx, batch["enc_valid"], batch["dec_key"], batch["dec_pos"], batch["dec_valid"])
+        K = len(self.key_names)
+        sums = torch.zeros(K, device=h.device, dtype=torch.float32)
+        counts = torch.zeros(K, device=h.device, dtype=torch.float32)
+        dk, dv, tgt = batch["dec_key"], batch["dec_valid"], batch["dec_tgt"]
+        for k in torch.unique(dk[dv]).tolist():
+            sel = dv & (dk == k)
+            logits = self.heads[self.key_names[k]](h[sel]).float()
+            loss = F.cross_entropy(logits, tgt[sel], reduction="sum")
+            sums = sums.index_add(0, torch.tensor([k], device=h.device), loss[None])
+            counts[k] = sel.sum()
+        return sums, counts
+
+    # saving ---------------------------------------------------------------------------------
+    def save_pretrained(self, directory: str | os.PathLike[str]) -> Path:
+        """Write ``model.safetensors`` and ``config.json`` (keys, vocab sizes, fingerprints)."""
+        from astromodal_core.serialize import atomic_path, save_safetensors
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        arrays = {k: v.detach().float().cpu().numpy() for k, v in self.state_dict().items()}
+        fp = save_safetensors(directory / WEIGHTS_FILE, arrays, {"kind": "astromodal_model"})
+        config = {
+            "format_version": MODEL_FORMAT_VERSION,
+            "model": self.config.to_dict(),
+            "token_keys": keys_to_json(self.token_keys),
+            "key_order": self.key_names,
+            "vocab_sizes": {n: k.vocab_size for n, k in self.token_keys.items()},
+            "fingerprints": self.fingerprints,
+            "weights_fingerprint": fp,
+        }
+        with atomic_path(directory / CONFIG_FILE, suffix=".json") as tmp:
+            tmp.write_text(json.dumps(config, indent=2, sort_keys=True))
+        return directory
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        directory: str | os.PathLike[str],
+        *,
+        token_keys: KeySpec = None,
+        fingerprints: Mapping[str, str] | None = None,
+        strict: bool = True,
+        map_location: str | torch.device = "cpu",
+    ) -> AstroModel:
+        """Load a model saved by :meth:`save_pretrained`.
+
+        With ``strict`` (default), every recorded key is checked against ``token_keys`` (the
+        registry when None; names, TokenKey records or a store's ``token_keys`` mapping) and
+        the recorded codec fingerprints against ``fingerprints``: a missing key or another
+        vocab size, layout or fingerprint raises :class:`IncompatibleKeyError` naming the key.
+        """
+        from astromodal_core.serialize import load_safetensors
+
+        directory = Path(directory)
+        cfg_path = directory / CONFIG_FILE
+        if not cfg_path.is_file():
+            raise CodecFormatError(f"{cfg_path}: file not found (not a saved astromodal model)")
+        try:
+            cfg = json.loads(cfg_path.read_text())
+            version = int(cfg["format_version"])
+            recorded = keys_from_json(cfg["token_keys"])
+            recorded = {k: recorded[k] for k in cfg["key_order"]}
+            mconf = ModelConfig.from_dict(cfg["model"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CodecFormatError(f"{cfg_path}: unreadable model config ({exc})") from exc
+        if version > MODEL_FORMAT_VERSION:
+            raise CodecFormatError(
+                f"{cfg_path}: format_version {version} is newer than this astromodal-model reads "
+                f"({MODEL_FORMAT_VERSION}); upgrade astromodal-model"
+            )
+        rec_fp = dict(cfg.get("fingerprints") or {})
+        if strict:
+            if token_keys is None:
+                available, where = _registry_keys(), "the registry"
+            else:
+                available, where = resolve_token_keys(token_keys), "the given token keys"
+            check_keys_match(recorded, available, where=where, recorded_fingerprints=rec_fp, fingerprints=fingerprints)
+        arrays, _ = load_safetensors(directory / WEIGHTS_FILE, expected_fingerprint=cfg.get("weights_fingerprint"))
+        model = cls(mconf, recorded, fingerprints=rec_fp)
+        state = {k: torch.from_numpy(np.array(v)) for k, v in arrays.items()}
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise CodecFormatError(
+                f"{directory / WEIGHTS_FILE}: weights do not match config.json "
+                f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
+            )
+        return model.to(map_location)
+
+    def check_compatible(
+        self, token_keys: Mapping[str, TokenKey], fingerprints: Mapping[str, str] | None, where: str
+    ) -> None:
+        """Raise :class:`IncompatibleKeyError` if ``token_keys`` (e.g. a store's) differ from the model's."""
+        shared = {n: k for n, k in self.token_keys.items() if n in token_keys}
+        check_keys_match(shared, token_keys, where=where, recorded_fingerprints=self.fingerprints, fingerprints=fingerprints)
+
+
+def _rows(value: Any) -> int:
+    if isinstance(value, tuple):
+        first = value[0]
+        if getattr(first, "ndim", np.ndim(first)) == 1:  # (flat, indptr)
+            return len(value[1]) - 1
+        return len(first)
+    return int(value.shape[0]) if hasattr(value, "shape") else len(value)
+
+
+def _registry_keys() -> dict[str, TokenKey]:
+    from astromodal_core import get_registry
+
+    return get_registry().token_keys()
+
+
+def _as_config(config: ModelConfig | Mapping[str, Any] | str | None) -> ModelConfig:
+    if config is None:
+        return ModelConfig.preset("tiny")
+    if isinstance(config, ModelConfig):
+        return config
+    if isinstance(config, str):
+        return ModelConfig.preset(config)
+    return ModelConfig.from_dict(config)

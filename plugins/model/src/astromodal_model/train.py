@@ -1,0 +1,290 @@
+"""Masked multimodal training: AdamW, warmup + cosine, clipping, bf16 on CUDA, DDP, checkpoints."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from astromodal_core.errors import ConfigError, DataError
+from astromodal_core.store import store_metadata
+
+from .config import ModelConfig, TrainConfig, load_model_yaml, split_config
+from .data import MaskedTokenDataset, to_device, validation_batches, validation_rows
+from .keys import resolve_token_keys
+from .model import AstroModel
+
+CHECKPOINT_FILE = "checkpoint.safetensors"
+HISTORY_FILE = "history.json"
+MODEL_DIR = "model"
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warmup to ``lr``, then cosine decay to ``lr * min_lr_ratio`` at ``steps``."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    span = max(1, cfg.steps - cfg.warmup_steps)
+    t = min(1.0, (step - cfg.warmup_steps) / span)
+    floor = cfg.lr * cfg.min_lr_ratio
+    return floor + 0.5 * (cfg.lr - floor) * (1 + math.cos(math.pi * t))
+
+
+class _LossModule(nn.Module):
+    """Wraps the model so DistributedDataParallel hooks the training forward."""
+
+    def __init__(self, model: AstroModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model.loss_terms(batch)
+
+
+def _dist() -> tuple[int, int]:
+    import torch.distributed as dist
+
+    if not dist.is_available():
+        return 0, 1
+    if not dist.is_initialized() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _all_reduce(t: torch.Tensor, world: int) -> torch.Tensor:
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.all_reduce(t)
+    return t
+
+
+def _configs(config: Any, train_config: Any) -> tuple[ModelConfig, TrainConfig]:
+    if isinstance(config, (str, os.PathLike)) and Path(config).suffix in (".yaml", ".yml", ".json"):
+        mconf, tconf = load_model_yaml(config)
+    elif isinstance(config, Mapping) and not isinstance(config, ModelConfig):
+        mconf, tconf = split_config(config)
+    elif isinstance(config, ModelConfig):
+        mconf, tconf = config, TrainConfig()
+    elif isinstance(config, str):
+        mconf, tconf = ModelConfig.preset(config), TrainConfig()
+    elif config is None:
+        mconf, tconf = ModelConfig.preset("tiny"), TrainConfig()
+    else:
+        raise ConfigError(f"cannot read a model config from {type(config).__name__}")
+    if train_config is not None:
+        tconf = train_config if isinstance(train_config, TrainConfig) else TrainConfig.from_dict(
+            {**tconf.to_dict(), **dict(train_config)}
+        )
+    return mconf, tconf
+
+
+def _decay_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (decay if p.ndim >= 2 and not name.startswith("token_embed.") else no_decay).append((name, p))
+    return [
+        {"names": [n for n, _ in decay], "params": [p for _, p in decay], "weight_decay": weight_decay},
+        {"names": [n for n, _ in no_decay], "params": [p for _, p in no_decay], "weight_decay": 0.0},
+    ]
+
+
+def save_checkpoint(
+    path: Path, model: AstroModel, opt: torch.optim.Optimizer, step: int, history: dict[str, Any],
+    mconf: ModelConfig, tconf: TrainConfig,
+) -> None:
+    """Model weights and flattened AdamW state in one safetensors file (atomic)."""
+    from astromodal_core.serialize import save_safetensors
+
+    arrays = {f"model.{k}": v.detach().float().cpu().numpy() for k, v in model.state_dict().items()}
+    for group in opt.param_groups:
+        for name, p in zip(group["names"], group["params"]):
+            for sk, sv in opt.state.get(p, {}).items():
+                arrays[f"optim.{name}.{sk}"] = np.atleast_1d(torch.as_tensor(sv).detach().float().cpu().numpy())
+    meta = {
+        "step": step, "history": history, "model_config": mconf.to_dict(),
+        "train_config": tconf.to_dict(),
+    }
+    save_safetensors(path, arrays, meta)
+
+
+def load_checkpoint(path: Path, model: AstroModel, opt: torch.optim.Optimizer) -> tuple[int, dict[str, Any]]:
+    """Restore weights and optimizer state; return ``(step, history)``."""
+    from astromodal_core.serialize import load_safetensors
+
+    arrays, meta = load_safetensors(path)
+    state = {k[len("model."):]: torch.from_numpy(np.array(v)) for k, v in arrays.items() if k.startswith("model.")}
+    model.load_state_dict(state)
+    opt_state: dict[int, dict[str, torch.Tensor]] = {}
+    idx = 0
+    dev = model.device
+    for group in opt.param_groups:
+        for name, p in zip(group["names"], group["params"]):
+            entry = {}
+            for sk in ("step", "exp_avg", "exp_avg_sq"):
+                a = arrays.get(f"optim.{name}.{sk}")
+                if a is not None:
+                    t = torch.from_numpy(np.array(a))
+                    entry[sk] = t.reshape(()) if sk == "step" else t.reshape(p.shape).to(dev)
+            if entry:
+                opt_state[idx] = entry
+            idx += 1
+    sd = opt.state_dict()
+    opt.load_state_dict({"state": opt_state, "param_groups": sd["param_groups"]})
+    return int(json.loads(meta["step"])), json.loads(meta["history"])
+
+
+@torch.no_grad()
+def validate(model: AstroModel, batches: list[dict[str, np.ndarray]], device: torch.device) -> dict[str, float]:
+    """Mean cross entropy per token key over fixed validation batches."""
+    model.eval()
+    K = len(model.key_names)
+    sums = torch.zeros(K, dtype=torch.float64)
+    counts = torch.zeros(K, dtype=torch.float64)
+    for b in batches:
+        with _autocast(device):
+            s, c = model.loss_terms(to_device(b, device))
+        sums += s.double().cpu()
+        counts += c.double().cpu()
+    model.train()
+    return {model.key_names[k]: float(sums[k] / counts[k]) for k in range(K) if counts[k] > 0}
+
+
+def _autocast(device: torch.device) -> Any:
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def train_model(
+    store_path: str | os.PathLike[str],
+    config: ModelConfig | Mapping[str, Any] | str | os.PathLike[str] | None = None,
+    out_dir: str | os.PathLike[str] = "model_out",
+    *,
+    train_config: TrainConfig | Mapping[str, Any] | None = None,
+    token_keys: Any = None,
+    resume: bool = True,
+    progress: bool = True,
+    device: str | torch.device | None = None,
+) -> tuple[AstroModel, dict[str, Any]]:
+    """Train on a token store; return ``(model, history)``.
+
+    ``config``: a model.yaml path, a mapping (``{model: ..., train: ...}`` or flat), a
+    ModelConfig or a preset name. Token keys default to the keys recorded in the store
+    (``train.token_keys`` or ``token_keys=`` narrow them). Writes ``out_dir/checkpoint.safetensors``
+    (resumed from when present and ``resume``), ``out_dir/history.json`` and the final
+    ``out_dir/model/`` (``AstroModel.from_pretrained``). History: ``step``, ``loss``, ``lr``
+    per step and ``val`` (``{"step", "loss": {key: mean CE}}`` entries). Under torchrun
+    (``WORLD_SIZE`` > 1) it runs DistributedDataParallel; ``batch_size`` is the global batch.
+    """
+    mconf, tconf = _configs(config, train_config)
+    rank, world = _dist()
+    if device is None:
+        device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    meta = store_metadata(store_path)
+    store_keys = meta["token_keys"]
+    wanted = token_keys if token_keys is not None else tconf.token_keys
+    if wanted is None:
+        keys = dict(store_keys)
+    else:
+        names = [getattr(k, "name", k) for k in wanted]
+        missing = [n for n in names if n not in store_keys]
+        if missing:
+            raise DataError(f"{store_path}: token store has no key {missing[0]!r}; it has {sorted(store_keys)}")
+        keys = resolve_token_keys({n: store_keys[n] for n in names})
+    if tconf.batch_size % world:
+        raise ConfigError(f"batch_size {tconf.batch_size} is not divisible by the world size {world}")
+    out_dir = Path(out_dir)
+    torch.manual_seed(tconf.seed)
+    model = AstroModel(mconf, keys, fingerprints=meta.get("fingerprints") or {}).to(device)
+    groups = _decay_groups(model, tconf.weight_decay)
+    fused = {"fused": True} if device.type == "cuda" else {}
+    opt = torch.optim.AdamW(groups, lr=tconf.lr, betas=(0.9, 0.95), **fused)
+    history: dict[str, Any] = {"step": [], "loss": [], "lr": [], "val": []}
+    start = 0
+    ckpt = out_dir / CHECKPOINT_FILE
+    if resume and ckpt.is_file():
+        start, history = load_checkpoint(ckpt, model, opt)
+    wrapped: nn.Module = _LossModule(model)
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        wrapped = DistributedDataParallel(
+            wrapped, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
+        )
+    val = validation_rows(
+        store_path, keys, val_fraction=tconf.val_fraction, seed=tconf.seed,
+        max_rows=tconf.val_max_rows, chunk_rows=tconf.chunk_rows,
+    )
+    val_batches = [] if val is None else validation_batches(
+        *val, model.key_names, batch_size=max(1, tconf.batch_size // world),
+        input_budget=tconf.input_budget, target_budget=tconf.target_budget,
+        alpha=tconf.dirichlet_alpha, seed=tconf.seed,
+    )
+    remaining = tconf.steps - start
+    dataset = MaskedTokenDataset(
+        store_path, keys, model.key_names, batch_size=tconf.batch_size,
+        input_budget=tconf.input_budget, target_budget=tconf.target_budget,
+        alpha=tconf.dirichlet_alpha, seed=tconf.seed, val_fraction=tconf.val_fraction,
+        chunk_rows=tconf.chunk_rows, start_step=start, steps=max(remaining, 0), rank=rank, world_size=world,
+    )
+    loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=tconf.num_workers)
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=tconf.steps, initial=start, disable=not progress or rank != 0, desc="train", unit="step")
+    model.train()
+    main = rank == 0
+    for batch in loader if remaining > 0 else []:
+        step = int(batch["step"])
+        lr = lr_at(step, tconf)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        b = to_device(batch, device)
+        with _autocast(device):
+            sums, counts = wrapped(b)
+        n_global = _all_reduce(counts.detach().clone(), world)
+        present = n_global > 0
+        if not bool(present.any()):
+            bar.update(1)
+            continue
+        k_present = present.sum().clamp_min(1)
+        loss = (sums / n_global.clamp_min(1.0))[present].sum() / k_present * world
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if tconf.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), tconf.grad_clip)
+        opt.step()
+        reported = float(_all_reduce(loss.detach().clone(), world) / world)
+        if not math.isfinite(reported):
+            raise FloatingPointError(f"training loss is {reported} at step {step}")
+        history["step"].append(step)
+        history["loss"].append(reported)
+        history["lr"].append(lr)
+        bar.update(1)
+        bar.set_postfix(loss=f"{reported:.4f}")
+        done = step + 1
+        if val_batches and (done % tconf.val_every == 0 or done == tconf.steps):
+            history["val"].append({"step": done, "loss": validate(model, val_batches, device)})
+        if main and (done % tconf.checkpoint_every == 0 or done == tconf.steps):
+            save_checkpoint(ckpt, model, opt, done, history, mconf, tconf)
+        if world > 1 and (done % tconf.checkpoint_every == 0 or done == tconf.steps):
+            torch.distributed.barrier()
+    bar.close()
+    if main:
+        model.save_pretrained(out_dir / MODEL_DIR)
+        from astromodal_core.serialize import atomic_path
+
+        with atomic_path(out_dir / HISTORY_FILE, suffix=".json") as tmp:
+            tmp.write_text(json.dumps(history))
+    model.eval()
+    return model, history
