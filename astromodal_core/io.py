@@ -25,7 +25,8 @@ def open_parquet(path: PathLike) -> pq.ParquetFile:
     if path.stat().st_size == 0:
         raise DataError(f"{path}: empty file (0 bytes), not a parquet file")
     try:
-        return pq.ParquetFile(path)
+        # pre_buffer=False keeps memory bounded by the record batch, not the row group.
+        return pq.ParquetFile(path, pre_buffer=False)
     except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
         raise DataError(f"{path}: not a readable parquet file ({exc})") from exc
 

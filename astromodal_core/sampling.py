@@ -79,12 +79,13 @@ class BottomK:
         if len(keys) > self.k:
             idx = np.argpartition(keys, self.k - 1)[: self.k]
             keys, values = keys[idx], values[idx]
-        order = np.argsort(keys, kind="stable")
-        self.keys, self.values = keys[order], values[order]
+        self.keys, self.values = keys, values  # unsorted: sorting waits for sample()
 
     def sample(self) -> np.ndarray:
         """The kept values, ordered by key (so deterministic)."""
         self._compact()
+        order = np.argsort(self.keys, kind="stable")
+        self.keys, self.values = self.keys[order], self.values[order]
         return self.values
 
     def __len__(self) -> int:

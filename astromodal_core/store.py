@@ -61,6 +61,77 @@ def _check_range(key: TokenKey, arr: np.ndarray) -> None:
         )
 
 
+class TokenStoreWriter:
+    """Write a token store batch by batch; the file appears at ``path`` only on a clean close.
+
+        with TokenStoreWriter(path, keys, fingerprints=fps) as writer:
+            for ids, columns in batches:
+                writer.write(ids, columns)
+
+    Memory is bounded by the batch; if anything raises inside the ``with`` block, nothing is
+    left at ``path``.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        token_keys: Mapping[str, TokenKey] | Sequence[TokenKey],
+        *,
+        id_col: str = "id",
+        fingerprints: Mapping[str, str] | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ):
+        self.path = Path(path)
+        self.keys = dict(token_keys) if isinstance(token_keys, Mapping) else {k.name: k for k in token_keys}
+        self.id_col = id_col
+        meta = {
+            "id_col": id_col,
+            "token_keys": {name: k.as_dict() for name, k in self.keys.items()},
+            "fingerprints": dict(fingerprints or {}),
+            **dict(extra or {}),
+        }
+        fields = [pa.field(id_col, pa.int64())]
+        for name, key in self.keys.items():
+            item = pa.uint16() if key.dtype == np.uint16 else pa.uint32()
+            if key.layout == "scalar":
+                fields.append(pa.field(name, item))
+            elif key.layout == "ragged":
+                fields.append(pa.field(name, pa.list_(item)))
+            else:
+                fields.append(pa.field(name, pa.list_(item, key.max_length)))
+        self.schema = pa.schema(fields, metadata={STORE_META_KEY: json.dumps(meta)})
+        self.rows = 0
+        self._atomic: Any = None
+        self._writer: pq.ParquetWriter | None = None
+
+    def __enter__(self) -> TokenStoreWriter:
+        self._atomic = atomic_path(self.path, suffix=".parquet")
+        tmp = self._atomic.__enter__()
+        self._writer = pq.ParquetWriter(tmp, self.schema)
+        return self
+
+    def write(self, ids: np.ndarray, columns: Mapping[str, np.ndarray | Ragged]) -> None:
+        """Append one batch: ``ids`` and a value for every key of the store."""
+        if self._writer is None:
+            raise RuntimeError("use TokenStoreWriter as a context manager")
+        ids = np.asarray(ids, dtype=np.int64)
+        for name in columns:
+            if name not in self.keys:
+                raise TokenKeyError(f"unknown token key {name!r}; known: {sorted(self.keys)}")
+        missing = [k for k in self.keys if k not in columns]
+        if missing:
+            raise DataError(f"{self.path}: batch lacks token key column(s) {missing}")
+        arrays = [pa.array(ids, type=pa.int64())]
+        arrays += [_arrow_column(self.keys[k], columns[k], len(ids)) for k in self.keys]
+        self._writer.write_batch(pa.record_batch(arrays, schema=self.schema))
+        self.rows += len(ids)
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        assert self._writer is not None and self._atomic is not None
+        self._writer.close()
+        self._atomic.__exit__(exc_type, exc, tb)
+
+
 def write_token_store(
     path: str | os.PathLike[str],
     ids: np.ndarray,
@@ -75,24 +146,16 @@ def write_token_store(
 
     ``fingerprints`` maps each token key name to the fingerprint of the tokenizer (or codec)
     that made its tokens; a model records them and refuses tokens from another fitted state.
+    The store records the keys of ``columns`` (a subset of ``token_keys``).
     """
     keys = token_keys if isinstance(token_keys, Mapping) else {k.name: k for k in token_keys}
-    ids = np.asarray(ids, dtype=np.int64)
-    n = len(ids)
-    arrays = {id_col: pa.array(ids, type=pa.int64())}
-    for name, value in columns.items():
+    for name in columns:
         if name not in keys:
             raise TokenKeyError(f"unknown token key {name!r}; known: {sorted(keys)}")
-        arrays[name] = _arrow_column(keys[name], value, n)
-    meta = {
-        "id_col": id_col,
-        "token_keys": {name: keys[name].as_dict() for name in columns},
-        "fingerprints": dict(fingerprints or {}),
-        **dict(extra or {}),
-    }
-    table = pa.table(arrays).replace_schema_metadata({STORE_META_KEY: json.dumps(meta)})
-    with atomic_path(path, suffix=".parquet") as tmp:
-        pq.write_table(table, tmp)
+    with TokenStoreWriter(
+        path, {k: keys[k] for k in columns}, id_col=id_col, fingerprints=fingerprints, extra=extra
+    ) as writer:
+        writer.write(ids, columns)
     return Path(path)
 
 

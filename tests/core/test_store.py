@@ -88,3 +88,28 @@ def test_not_a_store(tmp_path: Path) -> None:
     pq.write_table(pa.table({"id": [1]}), tmp_path / "plain.parquet")
     with pytest.raises(DataError, match="plain.parquet: not an astromodal token store"):
         store_metadata(tmp_path / "plain.parquet")
+
+
+def test_streaming_writer_matches_one_shot_and_is_atomic(tmp_path: Path) -> None:
+    from astromodal_core.store import TokenStoreWriter
+
+    cols = _columns(9)
+    one = write_token_store(tmp_path / "one.parquet", np.arange(9), cols, KEYS)
+    with TokenStoreWriter(tmp_path / "many.parquet", KEYS, fingerprints={"tok_mag_r": "f"}) as w:
+        for lo, hi in [(0, 4), (4, 9)]:
+            flat, indptr = cols["tok_xp"]
+            part = {k: v[lo:hi] for k, v in cols.items() if k != "tok_xp"}
+            part["tok_xp"] = (flat[indptr[lo] : indptr[hi]], indptr[lo : hi + 1] - indptr[lo])
+            w.write(np.arange(lo, hi), part)
+    a_ids, a = read_token_store(one)
+    b_ids, b = read_token_store(tmp_path / "many.parquet")
+    np.testing.assert_array_equal(a_ids, b_ids)
+    for k in ("tok_mag_r", "tok_spec", "tok_img"):
+        np.testing.assert_array_equal(a[k], b[k])
+    np.testing.assert_array_equal(a["tok_xp"][0], b["tok_xp"][0])
+    assert store_metadata(tmp_path / "many.parquet")["fingerprints"] == {"tok_mag_r": "f"}
+    with pytest.raises(DataError, match="lacks token key column"):
+        with TokenStoreWriter(tmp_path / "broken.parquet", KEYS) as w:
+            w.write(np.arange(2), {"tok_mag_r": np.zeros(2, np.uint16)})
+    assert not (tmp_path / "broken.parquet").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["many.parquet", "one.parquet"]
