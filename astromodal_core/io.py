@@ -98,7 +98,7 @@ def list_column(
     t = col.type
     if not (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)):
         raise DataError(f"{path}: column {name!r} has type {t}, expected a list of numbers")
-    if not _is_numeric(t.value_type):
+    if not (_is_numeric(t.value_type) or pa.types.is_boolean(t.value_type)):
         raise DataError(f"{path}: column {name!r} holds {t.value_type}, expected numbers")
     if pa.types.is_fixed_size_list(t):
         n = len(col)

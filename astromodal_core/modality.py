@@ -100,8 +100,16 @@ def to_numpy(value: Any) -> np.ndarray:
     return np.asarray(value)
 
 
-def array_field(**kwargs: Any) -> Any:
-    """An attrs field holding a numpy array or a torch tensor."""
+def as_optional_array(value: Any) -> Any:
+    """Like :func:`as_array`, but ``None`` stays ``None``."""
+    return None if value is None else as_array(value)
+
+
+def array_field(*, optional: bool = False, **kwargs: Any) -> Any:
+    """An attrs field holding a numpy array or a torch tensor (or None when ``optional``)."""
+    if optional:
+        kwargs.setdefault("default", None)
+        return attrs.field(converter=as_optional_array, **kwargs)
     return attrs.field(converter=as_array, **kwargs)
 
 

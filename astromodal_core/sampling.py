@@ -70,6 +70,11 @@ class BottomK:
         self.seen += other.seen - len(other.keys)
         return self
 
+    def _order(self, keys: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """Indices sorting by key, ties broken by value, so arrival order never matters."""
+        cols = values.reshape(len(values), -1).T[::-1] if len(values) else []
+        return np.lexsort((*cols, keys))
+
     def _compact(self) -> None:
         if not self._pending_keys:
             return
@@ -78,13 +83,19 @@ class BottomK:
         self._pending_keys, self._pending_values, self._pending = [], [], 0
         if len(keys) > self.k:
             idx = np.argpartition(keys, self.k - 1)[: self.k]
+            threshold = keys[idx].max()
+            below = np.flatnonzero(keys < threshold)
+            tied = np.flatnonzero(keys == threshold)
+            if len(below) + len(tied) > self.k:  # equal keys (one id in two files): by value
+                tied = tied[self._order(keys[tied], values[tied])][: self.k - len(below)]
+            idx = np.concatenate([below, tied])
             keys, values = keys[idx], values[idx]
         self.keys, self.values = keys, values  # unsorted: sorting waits for sample()
 
     def sample(self) -> np.ndarray:
-        """The kept values, ordered by key (so deterministic)."""
+        """The kept values, ordered by key then value (so deterministic)."""
         self._compact()
-        order = np.argsort(self.keys, kind="stable")
+        order = self._order(self.keys, self.values)
         self.keys, self.values = self.keys[order], self.values[order]
         return self.values
 

@@ -50,6 +50,11 @@ def blackbody(wave: np.ndarray, temperature: np.ndarray) -> np.ndarray:
         return (wave / 5000.0) ** -5 / np.expm1(np.minimum(x, 700.0))
 
 
+def _below(wave: np.ndarray, edge: float, width: float) -> np.ndarray:
+    """A smooth step: 1 well below ``edge``, 0 well above (a logistic of scale ``width``)."""
+    return 0.5 * (1.0 - np.tanh((wave - edge) / (2.0 * width)))
+
+
 def gaussian_line(wave: np.ndarray, center: Any, sigma: Any) -> np.ndarray:
     """A unit-area Gaussian line profile."""
     return np.exp(-0.5 * ((wave - center) / sigma) ** 2) / (np.sqrt(2 * np.pi) * sigma)
@@ -96,8 +101,27 @@ class DemoColumns:
     """
 
     name: str
-    make: Callable[[Sky, Mapping[str, Any]], Mapping[str, Any]]
+    make: Callable[..., Mapping[str, Any]]
     description: str = ""
+
+    def __call__(self, sky: Sky, options: Mapping[str, Any] | None = None) -> Mapping[str, Any]:
+        """The columns for ``sky``; ``make`` may take ``(sky)`` or ``(sky, options)``."""
+        import inspect
+
+        try:
+            n_params = len(inspect.signature(self.make).parameters)
+        except (TypeError, ValueError):
+            n_params = 2
+        return self.make(sky, dict(options or {})) if n_params >= 2 else self.make(sky)
+
+    @classmethod
+    def coerce(cls, obj: Any, name: str) -> DemoColumns:
+        """A registered contribution as DemoColumns (a bare ``make`` callable is accepted)."""
+        if isinstance(obj, DemoColumns):
+            return obj
+        if callable(obj):
+            return cls(name, obj, (getattr(obj, "__doc__", "") or "").strip().split("\n")[0])
+        raise TypeError(f"demo columns of {name!r} must be DemoColumns or a callable, got {obj!r}")
 
 
 def _arr(dtype: Any) -> Any:
@@ -298,8 +322,8 @@ class Sky:
 
     def _galaxy(self, w: np.ndarray, idx: np.ndarray) -> np.ndarray:
         y = self.young_fraction[idx][:, None]
-        old = blackbody(w, 4200.0) * (1.0 - 0.55 / (1.0 + np.exp((w - 4000.0) / 40.0)))
-        young = blackbody(w, 14000.0) * (1.0 - 0.2 / (1.0 + np.exp((w - 3650.0) / 30.0)))
+        old = blackbody(w, 4200.0) * (1.0 - 0.55 * _below(w, 4000.0, 40.0))
+        young = blackbody(w, 14000.0) * (1.0 - 0.2 * _below(w, 3650.0, 30.0))
         o = old / blackbody(np.array(5500.0), 4200.0)
         yo = young / blackbody(np.array(5500.0), 14000.0)
         cont = (1.0 - y) * o + y * yo

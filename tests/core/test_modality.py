@@ -46,3 +46,17 @@ def test_modality_keeps_torch_tensors(toy: Any) -> None:
     torch = pytest.importorskip("torch")
     m = toy.ToyValue(value=torch.arange(4.0))
     assert isinstance(m.value, torch.Tensor) and len(m) == 4
+
+
+def test_optional_array_field() -> None:
+    import attrs
+
+    from astromodal_core import Modality, array_field
+
+    @attrs.define(kw_only=True, eq=False)
+    class WithMask(Modality):
+        flux: Any = array_field()
+        mask: Any = array_field(optional=True)
+
+    assert WithMask(flux=[1.0]).mask is None
+    assert WithMask(flux=[1.0], mask=[True]).mask.dtype == bool

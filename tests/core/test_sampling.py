@@ -58,3 +58,11 @@ def test_vector_rows() -> None:
     r.add(hash_keys(ids, 0), np.repeat(ids[:, None], 3, axis=1).astype(float))
     s = r.sample()
     assert s.shape == (10, 3) and np.all(s[:, 0] == s[:, 2])
+
+
+def test_duplicate_ids_across_files_do_not_make_order_matter() -> None:
+    ids = np.arange(100)
+    a = (ids, ids * 1.0)
+    b = (ids, ids * 1.0 + 0.5)  # the same ids again, other values
+    np.testing.assert_array_equal(_fill([a, b], 37).sample(), _fill([b, a], 37).sample())
+    np.testing.assert_array_equal(_fill([a, b], 3).sample(), _fill([b, a], 3).sample())

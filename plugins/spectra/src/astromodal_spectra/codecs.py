@@ -1,0 +1,383 @@
+"""Codecs: one group of a SpectrumTokenizer as a Codec of its modality (CodecManager path)."""
+
+from __future__ import annotations
+
+import abc
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from astromodal_core.codec import Codec, Tokens
+from astromodal_core.errors import CodecFormatError, DataError, TokenKeyError
+from astromodal_core.modality import Modality, TokenKey, to_numpy
+from astromodal_core.serialize import load_npz, load_safetensors, save_npz, save_safetensors
+
+from .group_model import GroupModel
+from .groups import normalise_group
+from .modalities import DESISpectrum, GaiaXPSpectrum, ZTFLightCurve
+from .points import MAG_SENTINEL, Points
+from .sampler import GroupSample
+
+PathLike = str | os.PathLike[str]
+KIND = "spectrum_group_codec"
+
+
+def _f64(a: Any) -> np.ndarray:
+    return np.asarray(to_numpy(a), dtype=np.float64)
+
+
+class SpectrumGroupCodec(Codec):
+    """Base of the per-group codecs; ``group`` is a group dict (see SpectrumTokenizer)."""
+
+    kind: ClassVar[str] = ""
+    default_group: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, group: Mapping[str, Any] | None = None, *, codebook_size: int = 256,
+                 norm_bins: int = 256, max_features: int = 2_000_000,
+                 max_points_per_row: int = 100_000, n_iter: int = 20, rng_seed: int = 0,
+                 model: GroupModel | None = None):
+        if model is not None:
+            self.model = model
+        else:
+            spec = normalise_group(dict(group or self.default_group))
+            if spec["kind"] != self.kind:
+                raise ValueError(f"{type(self).__name__} needs a {self.kind!r} group, "
+                                 f"got {spec['kind']!r}")
+            self.model = GroupModel(spec, codebook_size, norm_bins)
+        self.max_features = int(max_features)
+        self.max_points_per_row = int(max_points_per_row)
+        self.n_iter = int(n_iter)
+        self.rng_seed = int(rng_seed)
+        self._fitted = model is not None
+
+    # keys ---------------------------------------------------------------------------------
+    @property
+    def key(self) -> str:
+        return str(self.model.spec["token_key"])
+
+    @property
+    def token_keys(self) -> tuple[TokenKey, ...]:
+        m = self.model
+        ragged = m.kind == "gaiaxpy_xp"
+        length = m.n_tokens if m.length is not None else 1
+        modality = self.modalities[0].name
+        return (
+            TokenKey(self.key, m.codebook_size + 1, "ragged" if ragged else "sequence",
+                     max_length=length, modality=modality, mask_token=m.codebook_size,
+                     description=f"{m.spec['name']}: k-means tokens of {m.patch} point(s) each"),
+            TokenKey(f"{self.key}_norm", m.norm_bins + 1, "scalar", modality=modality,
+                     mask_token=m.norm_bins,
+                     description=f"{m.spec['name']}: per-object normalisation"),
+        )
+
+    @property
+    def is_fitted(self) -> bool:
+        return self._fitted
+
+    def accepts(self, modality: Modality) -> bool:
+        return modality.token_key == self.key
+
+    def accepts_metadata(self, metadata: Mapping[str, Any]) -> bool:
+        return all(metadata.get(k, v) == v for k, v in self._identity().items())
+
+    def _identity(self) -> dict[str, Any]:
+        return {}
+
+    # modality <-> points ----------------------------------------------------------------
+    @abc.abstractmethod
+    def to_points(self, modality: Modality) -> Points:
+        """The modality's rows as validated, padded points."""
+
+    @abc.abstractmethod
+    def from_arrays(self, arrays: dict[str, np.ndarray], n: int, **metadata: Any) -> Modality:
+        """A modality from decoded ``value`` / ``sigma`` / ``valid`` (/ ``time``) arrays."""
+
+    # codec contract -----------------------------------------------------------------------
+    def train(self, sources: Any, **kwargs: Any) -> SpectrumGroupCodec:
+        """Fit on a modality batch (or a list of them), or on parquet path(s); return self."""
+        mods = sources if isinstance(sources, (list, tuple)) else [sources]
+        if mods and all(isinstance(m, Modality) for m in mods):
+            sample = GroupSample(self.model.spec, seed=self.rng_seed,
+                                 max_features=self.max_features,
+                                 max_rows_per_file=max(len(m) for m in mods),
+                                 max_points_per_row=self.max_points_per_row)
+            for j, m in enumerate(mods):
+                pts = self.to_points(m)
+                sample.add(pts, np.arange(len(m), dtype=np.int64) + (j << 40))
+                sample.end_file()
+            if len(sample.vectors) == 0:
+                raise DataError(f"{type(self).__name__}: no valid points in the training data")
+            self.model.fit(sample.vectors.sample(), sample.norms.sample(), sample.max_len,
+                           seed=self.rng_seed, n_iter=self.n_iter)
+        else:
+            from .tokenizer import SpectrumTokenizer
+
+            tok = SpectrumTokenizer(self.model.codebook_size, self.max_features,
+                                    groups=[self.model.spec], norm_bins=self.model.norm_bins,
+                                    n_iter=self.n_iter, rng_seed=self.rng_seed, progress=False,
+                                    **kwargs)
+            tok.train(sources)
+            self.model = tok.models[self.model.spec["name"]]
+        self._fitted = True
+        return self
+
+    def encode(self, modality: Modality) -> dict[str, Any]:
+        self.check_fitted()
+        pts = self.to_points(modality)
+        if pts.value.shape[1] > self.model.length:
+            raise DataError(f"{type(self).__name__}: {pts.value.shape[1]} points per row, more "
+                            f"than the {self.model.length} it was trained for")
+        short = self.model.length - pts.value.shape[1]
+        if short > 0 and self.model.kind != "gaiaxpy_xp":  # pad to the trained length
+            def widen(a: np.ndarray | None, fill: float) -> np.ndarray | None:
+                return None if a is None else np.pad(a, ((0, 0), (0, short)), constant_values=fill)
+
+            pts = Points(widen(pts.value, np.nan), widen(pts.sigma, np.nan),
+                         widen(pts.valid, False), pts.lengths, widen(pts.time, 0.0))
+        tok, ntok = self.model.encode_points(pts)
+        return {self.key: self._layout(tok, pts.lengths > 0), f"{self.key}_norm": ntok}
+
+    def _layout(self, tok: np.ndarray, present: np.ndarray) -> Any:
+        return tok
+
+    def tokens_from_result(self, result: Mapping[str, Any]) -> dict[str, Any]:
+        """The codec's token dict from a SpectrumTokenizer.encode result."""
+        name = self.model.spec["name"]
+        main = result.get(f"tokens_{name}")
+        if main is None:
+            main = (result[f"tokens_{name}_flat"], result[f"tokens_{name}_indptr"])
+        return {self.key: main, f"{self.key}_norm": result[f"tokens_{name}_norm"]}
+
+    def _rect(self, tokens: Tokens) -> tuple[np.ndarray, np.ndarray]:
+        for k in (self.key, f"{self.key}_norm"):
+            if k not in tokens:
+                raise TokenKeyError(f"{type(self).__name__}.decode needs token key {k!r}; "
+                                    f"got {sorted(tokens)}")
+        return np.asarray(to_numpy(tokens[self.key])), np.asarray(to_numpy(tokens[f"{self.key}_norm"]))
+
+    def decode(self, tokens: Tokens, **metadata: Any) -> Modality:
+        self.check_fitted()
+        main, ntok = self._rect(tokens)
+        arrays = self.model.decode_tokens(main, ntok)
+        return self.from_arrays(arrays, len(ntok), **metadata)
+
+    def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        return self.model.config(), self.model.arrays()
+
+    def save(self, path: PathLike) -> None:
+        self.check_fitted()
+        path = Path(path)
+        config, arrays = self._state()
+        companion = path.with_name(path.name.removesuffix(".npz") + ".codebook.safetensors")
+        fp = save_safetensors(companion, arrays)
+        save_npz(path, {"codec": type(self).__name__, "group": config,
+                        "companion": companion.name, "companion_fingerprint": fp}, {}, kind=KIND)
+
+    @classmethod
+    def load(cls, path: PathLike, **kwargs: Any) -> SpectrumGroupCodec:
+        path = Path(path)
+        config, _, _ = load_npz(path, kind=KIND)
+        if config.get("codec") != cls.__name__:
+            raise CodecFormatError(f"{path}: holds a {config.get('codec')!r}, not a {cls.__name__}")
+        arrays, _ = load_safetensors(path.with_name(config["companion"]),
+                                     expected_fingerprint=config["companion_fingerprint"])
+        return cls(model=GroupModel.from_state(config["group"], arrays))
+
+
+def _mask_of(modality: Any, shape: tuple[int, ...]) -> np.ndarray:
+    m = getattr(modality, "mask", None)
+    return np.zeros(shape, dtype=bool) if m is None else np.asarray(to_numpy(m), dtype=bool)
+
+
+def _check_finite(name: str, what: str, a: np.ndarray) -> None:
+    if np.isinf(a).any():
+        row = int(np.argwhere(np.isinf(a))[0][0])
+        raise DataError(f"{name}: row {row}: {what} holds inf")
+
+
+class DESISpectrumCodec(SpectrumGroupCodec):
+    """DESISpectrum (one arm) <-> ``tok_spectrum_desi_<arm>`` + its ``_norm`` key."""
+
+    modalities = (DESISpectrum,)
+    kind = "flux_ivar"
+    default_group = {"name": "desi_b", "kind": "flux_ivar"}
+
+    @property
+    def arm(self) -> str:
+        return str(self.model.spec["name"]).rsplit("_", 1)[-1]
+
+    def _identity(self) -> dict[str, Any]:
+        return {"arm": self.arm}
+
+    def to_points(self, modality: Modality) -> Points:
+        flux, ivar = _f64(modality.flux), _f64(modality.ivar)
+        if flux.shape != ivar.shape or flux.ndim != 2:
+            raise DataError(f"DESISpectrum: flux {flux.shape} and ivar {ivar.shape} must be "
+                            "equal (n, L) arrays")
+        _check_finite("DESISpectrum", "flux", flux)
+        _check_finite("DESISpectrum", "ivar", ivar)
+        if (ivar < 0).any():
+            row = int(np.argwhere(ivar < 0)[0][0])
+            raise DataError(f"DESISpectrum: row {row}: ivar holds negative values")
+        valid = np.isfinite(flux) & np.isfinite(ivar) & (ivar > 0) & ~_mask_of(modality, flux.shape)
+        sigma = np.where(valid, 1.0 / np.sqrt(np.where(valid, ivar, 1.0)), np.nan)
+        return Points(np.where(valid, flux, np.nan), sigma, valid,
+                      np.full(len(flux), flux.shape[1]))
+
+    def from_arrays(self, arrays: dict[str, np.ndarray], n: int, **metadata: Any) -> Modality:
+        valid = arrays["valid"]
+        sigma = arrays["sigma"]
+        ivar = np.where(valid & (sigma > 0), 1.0 / np.where(sigma > 0, sigma, 1.0) ** 2, 0.0)
+        wave = metadata.get("wavelength")
+        spec = self.model.spec
+        if wave is None and spec.get("wave_min") is not None:
+            wave = spec["wave_min"] + spec["wave_step"] * np.arange(valid.shape[1])
+        return DESISpectrum(flux=np.where(valid, arrays["value"], 0.0).astype(np.float32),
+                            ivar=ivar.astype(np.float32), mask=~valid, wavelength=wave,
+                            arm=self.arm)
+
+
+class ZTFLightCurveCodec(SpectrumGroupCodec):
+    """ZTFLightCurve (one band) <-> ``tok_lightcurve_ztf_<band>`` + its ``_norm`` key.
+
+    Decoded times are days since the first valid point (the absolute epoch is not tokenised).
+    """
+
+    modalities = (ZTFLightCurve,)
+    kind = "ztf_mag_err"
+    default_group = {"name": "ztf_g", "kind": "ztf_mag_err"}
+
+    def _identity(self) -> dict[str, Any]:
+        return {"band": self.model.spec["band"]}
+
+    def to_points(self, modality: Modality) -> Points:
+        t, mag, err = _f64(modality.time), _f64(modality.mag), _f64(modality.magerr)
+        if not (t.shape == mag.shape == err.shape) or t.ndim != 2:
+            raise DataError(f"ZTFLightCurve: time {t.shape}, mag {mag.shape} and magerr "
+                            f"{err.shape} must be equal (n, L) arrays")
+        _check_finite("ZTFLightCurve", "mag", mag)
+        _check_finite("ZTFLightCurve", "magerr", err)
+        absent = _mask_of(modality, t.shape)
+        valid = (np.isfinite(mag) & (np.abs(mag) < MAG_SENTINEL) & np.isfinite(err) & (err > 0)
+                 & ~absent & np.isfinite(t))
+        prev = np.fmax.accumulate(np.where(valid, t, -np.inf), axis=1)[:, :-1]
+        unsorted = valid[:, 1:] & (np.where(valid[:, 1:], t[:, 1:], np.inf) < prev)
+        if unsorted.any():
+            row = int(np.flatnonzero(unsorted.any(axis=1))[0])
+            raise DataError(f"ZTFLightCurve: row {row}: time is not sorted")
+        lengths = np.where(valid.any(axis=1), valid.shape[1], 0)
+        return Points(np.where(valid, mag, np.nan), np.where(valid, err, np.nan), valid,
+                      lengths, time=np.where(np.isfinite(t), t, 0.0))
+
+    def from_arrays(self, arrays: dict[str, np.ndarray], n: int, **metadata: Any) -> Modality:
+        valid = arrays["valid"]
+        return ZTFLightCurve(time=arrays["time"], mag=arrays["value"], magerr=arrays["sigma"],
+                             mask=~valid, band=self.model.spec["band"])
+
+
+class GaiaXPCodec(SpectrumGroupCodec):
+    """GaiaXPSpectrum (one band) <-> ragged ``tok_xp_<band>`` + its ``_norm`` key.
+
+    Tokens are of the gaiaxpy-sampled spectrum (600 pseudo-wavelengths); decode returns the
+    sampled flux and error and the least-squares coefficients on the same basis. A source
+    without this band is an empty token row and decodes with ``present=False``.
+    """
+
+    modalities = (GaiaXPSpectrum,)
+    kind = "gaiaxpy_xp"
+    default_group = {"name": "gaiaxp_bp", "kind": "gaiaxpy_xp", "xp_band": "BP"}
+
+    def __init__(self, group: Mapping[str, Any] | None = None, **kwargs: Any):
+        super().__init__(group, **kwargs)
+        if self.model.design is None:
+            from .xp import design_matrix
+
+            self.model.design = design_matrix(self.model.spec["xp_band"])
+
+    def _identity(self) -> dict[str, Any]:
+        return {"band": self.model.spec["xp_band"]}
+
+    def accepts_metadata(self, metadata: Mapping[str, Any]) -> bool:
+        return str(metadata.get("band", self.model.spec["xp_band"])).upper() == self.model.spec["xp_band"]
+
+    def to_points(self, modality: Modality) -> Points:
+        import pyarrow as pa
+
+        from .points import read_xp
+
+        coef = _f64(modality.coefficients)
+        errs = _f64(modality.coefficient_errors)
+        n = len(coef)
+        present = (np.ones(n, bool) if modality.present is None
+                   else np.asarray(to_numpy(modality.present), dtype=bool))
+        spec = self.model.spec
+        if coef.ndim != 2 or coef.shape != errs.shape or present.shape != (n,):
+            raise DataError(f"GaiaXPSpectrum: coefficients {coef.shape}, coefficient_errors "
+                            f"{errs.shape} and present {present.shape} do not agree")
+        offsets = pa.array(np.concatenate([[0], np.cumsum(np.where(present, coef.shape[1], 0))])
+                           .astype(np.int32))
+        batch = pa.RecordBatch.from_arrays(
+            [pa.ListArray.from_arrays(offsets, pa.array(coef[present].ravel())),
+             pa.ListArray.from_arrays(offsets, pa.array(errs[present].ravel()))],
+            names=[spec["coefficients_col"], spec["errors_col"]],
+        )
+        assert self.model.design is not None
+        return read_xp(batch, spec, self.model.design, np.arange(n), "GaiaXPSpectrum")
+
+    def _layout(self, tok: np.ndarray, present: np.ndarray) -> Any:
+        counts = np.where(present, tok.shape[1], 0)
+        return (np.ascontiguousarray(tok[present].ravel()),
+                np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
+
+    def decode(self, tokens: Tokens, **metadata: Any) -> Modality:
+        self.check_fitted()
+        main, ntok = tokens.get(self.key), tokens.get(f"{self.key}_norm")
+        if main is None or ntok is None:
+            raise TokenKeyError(f"GaiaXPCodec.decode needs {self.key!r} and {self.key}_norm; "
+                                f"got {sorted(tokens)}")
+        flat, indptr = (np.asarray(to_numpy(v)) for v in main)
+        ntok = np.asarray(to_numpy(ntok)).reshape(-1)
+        n, t = len(indptr) - 1, self.model.n_tokens
+        counts = np.diff(indptr)
+        bad = np.flatnonzero((counts != 0) & (counts != t))
+        if bad.size:
+            raise DataError(f"GaiaXPCodec.decode: row {int(bad[0])} has {int(counts[bad[0]])} "
+                            f"tokens, expected 0 or {t}")
+        present = counts == t
+        rect = np.full((n, t), self.model.codebook_size, dtype=np.int64)
+        rect[present] = flat.reshape(-1, t)
+        ntok = np.where(present, ntok, self.model.norm_bins)
+        return self.from_arrays(self.model.decode_tokens(rect, ntok), n, present=present)
+
+    def from_arrays(self, arrays: dict[str, np.ndarray], n: int, **metadata: Any) -> Modality:
+        from .xp import PSEUDO_WAVELENGTH, coefficients_from_flux
+
+        present = np.asarray(metadata.get("present", arrays["valid"].any(axis=1)), dtype=bool)
+        design = self.model.design
+        assert design is not None
+        flux = np.where(arrays["valid"], arrays["value"], 0.0)
+        coef = np.full((n, design.shape[0]), np.nan)
+        err = np.full((n, design.shape[0]), np.nan)
+        if present.any():
+            coef[present] = coefficients_from_flux(flux[present], design)
+            # diagonal model: sigma^2 = (errors^2) @ D^2, solved for errors^2
+            sig2 = np.where(arrays["valid"], arrays["sigma"], 0.0)[present] ** 2
+            err[present] = np.sqrt(np.clip(coefficients_from_flux(sig2, design**2), 0.0, None))
+        return GaiaXPSpectrum(coefficients=coef, coefficient_errors=err,
+                              standard_deviation=np.where(present, 1.0, np.nan), present=present,
+                              band=self.model.spec["xp_band"], flux=arrays["value"],
+                              flux_error=arrays["sigma"], pseudo_wavelength=PSEUDO_WAVELENGTH)
+
+
+def codec_for_model(model: GroupModel) -> SpectrumGroupCodec:
+    """A fitted codec around one fitted group of a tokenizer."""
+    cls = {"flux_ivar": DESISpectrumCodec, "ztf_mag_err": ZTFLightCurveCodec,
+           "gaiaxpy_xp": GaiaXPCodec}[model.kind]
+    return cls(model=model)
+
+
+__all__ = ["DESISpectrumCodec", "GaiaXPCodec", "SpectrumGroupCodec", "ZTFLightCurveCodec",
+           "codec_for_model"]
