@@ -92,6 +92,11 @@ class BottomK:
             keys, values = keys[idx], values[idx]
         self.keys, self.values = keys, values  # unsorted: sorting waits for sample()
 
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(keys, values)`` of the kept sample, in no particular order (no sort)."""
+        self._compact()
+        return self.keys, self.values
+
     def sample(self) -> np.ndarray:
         """The kept values, ordered by key then value (so deterministic)."""
         self._compact()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from astromodal_core.sampling import BottomK, hash_keys
 
@@ -66,3 +67,19 @@ def test_duplicate_ids_across_files_do_not_make_order_matter() -> None:
     b = (ids, ids * 1.0 + 0.5)  # the same ids again, other values
     np.testing.assert_array_equal(_fill([a, b], 37).sample(), _fill([b, a], 37).sample())
     np.testing.assert_array_equal(_fill([a, b], 3).sample(), _fill([b, a], 3).sample())
+
+
+@pytest.mark.parametrize("k", [1, 7, 500, 5000])
+def test_chunking_never_changes_the_kept_set(k: int) -> None:
+    rng = np.random.default_rng(k)
+    ids = rng.permutation(20_000)
+    values = rng.normal(size=20_000)
+    keys = hash_keys(ids, seed=3, salt="mag_pstotal_r")
+    whole = BottomK(k)
+    whole.add(keys, values)
+    chunked = BottomK(k)
+    for chunk in np.array_split(np.arange(20_000), 13):
+        chunked.add(keys[chunk], values[chunk])
+    got_keys, _ = chunked.arrays()
+    assert len(got_keys) == min(k, 20_000)
+    np.testing.assert_array_equal(chunked.sample(), whole.sample())

@@ -30,8 +30,8 @@ import numpy as np
 import pyarrow as pa
 
 from astromodal_core import CodecFormatError, ConfigError, DataError, NotFittedError, TokenKey
-from astromodal_core.io import id_column, num_rows, numeric_column
-from astromodal_core.sampling import hash_keys
+from astromodal_core.io import id_column, iter_batches, num_rows, numeric_column
+from astromodal_core.sampling import BottomK, hash_keys
 from astromodal_core.serialize import fingerprint, load_npz, save_npz
 
 from .binning import BinTable, fit_bins
@@ -45,8 +45,6 @@ from .columns import (
     token_key_name,
 )
 from .kernels import build_lookup, encode_many, resolve_backend, submit_many
-from .reading import iter_batches
-from .reservoir import KeyedSample
 
 TOKENIZER_KIND = "scalar_tokenizer"
 SAMPLE_FORMAT = 1
@@ -245,7 +243,7 @@ class ScalarTokenizer:
         """
         k_file = self.max_values_per_file_per_col or self.max_values_per_col
         k_file = min(k_file, self.max_values_per_col)
-        reservoirs = {c: KeyedSample(k_file) for c in self.scalar_columns}
+        reservoirs = {c: BottomK(k_file) for c in self.scalar_columns}
         n_valid = dict.fromkeys(self.scalar_columns, 0)
         n_rows = n_pass = 0
         for batch in iter_batches(path, self._training_columns(), batch_size=self.batch_size):
@@ -289,7 +287,7 @@ class ScalarTokenizer:
     def fit_from_samples(self, states: Iterable[Mapping[str, Any]]) -> ScalarTokenizer:
         """Merge per-file samples (any order) and fit every column's bins; return self."""
         expected = fingerprint(self._settings())
-        merged = {c: KeyedSample(self.max_values_per_col) for c in self.scalar_columns}
+        merged = {c: BottomK(self.max_values_per_col) for c in self.scalar_columns}
         n_valid = dict.fromkeys(self.scalar_columns, 0)
         empty_in: dict[str, list[str]] = {c: [] for c in self.scalar_columns}
         files: list[str] = []
