@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
 from typing import Any
 
 from astromodal_core.errors import ConfigError
@@ -142,17 +141,9 @@ def split_config(data: Mapping[str, Any]) -> tuple[ModelConfig, TrainConfig]:
 
 def load_model_yaml(path: str | os.PathLike[str]) -> tuple[ModelConfig, TrainConfig]:
     """Read model.yaml (safe YAML) into (ModelConfig, TrainConfig); errors name the file."""
-    import yaml
+    from astromodal_core.config import load_config
 
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML ({exc})") from exc
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{path}: the top level must be a mapping")
+    data = load_config(path).to_dict()
     try:
         return split_config(data)
     except (ConfigError, TypeError) as exc:
