@@ -118,6 +118,31 @@ def test_over_budget_sampling_is_seeded_and_spans_modalities(model):
     assert torch.equal(model.encode(x, 5, generator=7), model.encode(x, 5, generator=7))
 
 
+def test_over_budget_shares_the_budget_among_present_keys(model):
+    # one key holding many tokens must not crowd out keys with a single token
+    B, N = 16, 600
+    key = torch.zeros(B, N, dtype=torch.long)
+    key[:, 580:590] = 1  # a 10-token key
+    key[:, 590:] = torch.arange(2, 12)  # ten single-token (scalar) keys
+    valid = torch.ones(B, N, dtype=torch.bool)
+    valid[0, 590:595] = False  # row 0 lacks five of the scalars
+    tok, pos = torch.arange(N).expand(B, N).clone(), torch.zeros(B, N, dtype=torch.long)
+    for budget in (12, 30):
+        _, k, _, v = model.select_tokens(tok, key, pos, valid, budget, generator=3)
+        for i in range(B):
+            kept = k[i][v[i]]
+            present = torch.unique(key[i][valid[i]])
+            assert set(kept.tolist()) == set(present.tolist()), (budget, i)
+            counts = torch.bincount(kept, minlength=12)
+            if budget == 30 and i > 0:  # 12 keys: 1 each, the 18 left split 9 / 9 between the two long keys
+                assert counts[0] == 10 and counts[1] == 10 and (counts[2:] == 1).all()
+    _, k0, _, _ = model.select_tokens(tok, key, pos, valid, 5, generator=3)
+    assert all(len(torch.unique(r)) == 5 for r in k0)  # five tokens, five different keys
+    a = model.select_tokens(tok, key, pos, valid, 30, generator=4)
+    b = model.select_tokens(tok, key, pos, valid, 30, generator=4)
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+
+
 def test_bad_inputs_raise_data_errors(model):
     tm = {"tok_t_c": torch.zeros(4, 1)}
     with pytest.raises(UnknownTokenKeyError, match="tok_nope") as e:

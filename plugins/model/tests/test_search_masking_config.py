@@ -87,6 +87,48 @@ def test_token_values_and_moments():
         token_values({"tok_other": np.arange(16)}, key)
 
 
+def test_nan_valued_ids_get_no_probability():
+    key = KEYMAP["tok_t_c"]  # 16 real ids + mask token 16
+    vals = np.full(17, np.nan)
+    vals[:4] = [1.0, 2.0, 3.0, 4.0]  # a codec that fitted 4 of 16 bins
+    probs = np.full((2, 17), 1 / 17)
+    probs[1] = 0.0
+    probs[1, 10] = 1.0  # all the mass on an unused bin
+    mean, std = distribution_moments(probs, vals, key)
+    assert np.isclose(mean[0], 2.5) and np.isclose(std[0], np.sqrt(1.25))  # renormalised over 4 ids
+    assert np.isnan(mean[1]) and np.isnan(std[1])
+    assert np.array_equal(token_values(vals[:16], key)[:4], vals[:4])  # NaN marks unused ids
+    with pytest.raises(DataError, match="no token id has a bin value"):
+        token_values(np.full(16, np.nan), key)
+
+
+def test_tokenizer_codecs_are_picked_by_token_key():
+    from astromodal_core import TokenKey
+
+    class Codec:
+        def __init__(self, name, offset):
+            self.token_keys = (TokenKey(name, 17, "scalar", mask_token=16),)
+            self.bin_values = np.arange(17.0) + offset
+            self.bin_values[16] = np.nan
+
+        def decode(self, tokens):  # a codec's decode takes {key: ids}; never called here
+            raise AssertionError("bin_values must be used")
+
+    class Tokenizer:  # like the S-PLUS ScalarTokenizer: decode(2-D array), codecs(), token_keys
+        token_keys = (KEYMAP["tok_t_a"], KEYMAP["tok_t_c"])
+
+        def decode(self, tokens_2d):
+            raise AssertionError("a tokenizer's decode takes a 2-D array, not {key: ids}")
+
+        def codecs(self):
+            return [Codec("tok_t_a", 100.0), Codec("tok_t_c", 200.0)]
+
+    vals = token_values(Tokenizer(), KEYMAP["tok_t_c"])
+    assert vals[0] == 200.0 and vals[15] == 215.0 and np.isnan(vals[16])
+    with pytest.raises(DataError, match="no codec for it"):
+        token_values(Tokenizer(), KEYMAP["tok_t_b"])
+
+
 def test_model_and_train_configs(tmp_path):
     base = ModelConfig.preset("base")
     assert (base.dim, base.encoder_depth, base.decoder_depth, base.num_heads) == (768, 12, 12, 12)

@@ -92,6 +92,40 @@ def test_embed_store_and_similarity(trained, test_store):
     assert np.allclose(f_scores, scores, atol=1e-5)
 
 
+def test_embed_and_predict_stream_batches_and_leave_no_partial_file(trained, test_store, tmp_path, monkeypatch):
+    from astromodal_model import write_embeddings, write_predictions
+
+    model, _, _ = trained
+    n = write_embeddings(model, test_store, tmp_path / "emb.parquet", batch_size=64, progress=False)
+    f = pq.ParquetFile(tmp_path / "emb.parquet")
+    assert n == 300 and f.metadata.num_rows == 300
+    assert [f.metadata.row_group(i).num_rows for i in range(f.num_row_groups)] == [64] * 4 + [44]  # one per batch
+    ids, emb = embed_store(model, test_store, batch_size=64, progress=False)
+    t = f.read()
+    assert np.array_equal(t.column("id").to_numpy(), ids)
+    assert np.allclose(np.stack(t.column("embedding").to_numpy(zero_copy_only=False)), emb)
+    rows, cols = write_predictions(
+        model, test_store, "tok_t_c", tmp_path / "pred.parquet", codec=np.arange(16.0), batch_size=100, progress=False
+    )
+    p = pq.ParquetFile(tmp_path / "pred.parquet")
+    assert rows == 300 and cols == ["id", "token", "prob", "mean", "std"] and p.num_row_groups == 3
+    ref = predict_store(model, test_store, "tok_t_c", codec=np.arange(16.0), batch_size=100, progress=False)
+    assert np.allclose(p.read().column("mean").to_numpy(), ref["mean"])
+    calls = {"n": 0}
+    real = model.embed
+
+    def failing(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("boom in batch 3")
+        return real(*a, **k)
+
+    monkeypatch.setattr(model, "embed", failing)
+    with pytest.raises(RuntimeError, match="boom"):
+        write_embeddings(model, test_store, tmp_path / "fail.parquet", batch_size=64, progress=False)
+    assert not (tmp_path / "fail.parquet").exists() and list(tmp_path.glob("*fail*")) == []
+
+
 def test_store_checks_name_the_key(trained, tmp_path):
     model, _, _ = trained
     other = [k if k.name != "tok_t_seq" else type(k)(**{**k.as_dict(), "vocab_size": 40, "mask_token": 39}) for k in KEYS]
@@ -144,11 +178,12 @@ def test_cli_train_embed_predict(store, test_store, tmp_path):
     assert r.exit_code == 0, r.output
     summary = json.loads(r.output)
     assert summary["steps"] == 3 and set(summary["token_keys"]) == set(KEYMAP)
-    r = runner.invoke(cli, ["embed", "--model", str(tmp_path / "run" / "model"), "--tokens", str(test_store), "--out", str(tmp_path / "emb.parquet"), "--quiet"])
+    r = runner.invoke(cli, ["embed", "--model", str(tmp_path / "run" / "model"), "--tokens", str(test_store), "--out", str(tmp_path / "emb.parquet"), "--batch-size", "100", "--quiet"])
     assert r.exit_code == 0, r.output
     assert "wrote 300 embeddings of dimension 32" in r.output
     t = pq.read_table(tmp_path / "emb.parquet")
     assert t.column_names == ["id", "embedding"] and t.num_rows == 300
+    assert pq.ParquetFile(tmp_path / "emb.parquet").num_row_groups == 3  # streamed batch by batch
     np.save(tmp_path / "values.npy", np.arange(16.0))
     r = runner.invoke(cli, ["predict", "--model", str(tmp_path / "run" / "model"), "--tokens", str(test_store), "--target", "tok_t_c", "--values", str(tmp_path / "values.npy"), "--out", str(tmp_path / "pred.parquet"), "--quiet", "--json"])
     assert r.exit_code == 0, r.output

@@ -40,7 +40,7 @@ RNG = np.random.default_rng(0)
          GaiaAstrometry(quantity="pmra", value=[np.nan, 1.0])),
         (lambda: RedshiftCodec(n_bins=256), RNG.gamma(2, 0.15, 5000),
          Redshift(value=[0.05, 0.3, 1.2]), Redshift(value=[np.inf, 0.2])),
-        (lambda: CatalogScalarCodec("fwhm", n_bins=32), RNG.random(5000) * 3,
+        (lambda: CatalogScalarCodec("fwhm", n_bins=32, sentinels=(-99.0,)), RNG.random(5000) * 3,
          CatalogScalar(column="fwhm", value=[0.1, 2.9]), CatalogScalar(column="fwhm", value=[-99.0, 1.0])),
     ],
 )

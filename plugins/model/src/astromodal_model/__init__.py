@@ -17,6 +17,8 @@ _LAZY = {
     "train_model": "train",
     "embed_store": "inference",
     "predict_store": "inference",
+    "write_embeddings": "inference",
+    "write_predictions": "inference",
     "cosine_topk": "search",
     "EmbeddingIndex": "search",
     "token_values": "values",

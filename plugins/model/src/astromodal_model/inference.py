@@ -1,8 +1,14 @@
-"""Embeddings and predictions for a whole token store, written to parquet in batches."""
+"""Embeddings and predictions for a whole token store, streamed to parquet batch by batch.
+
+:func:`write_embeddings` and :func:`write_predictions` hold one batch at a time (memory bounded
+by ``batch_size``) and write through :func:`astromodal_core.serialize.atomic_path`, so a failure
+leaves no partial file. :func:`embed_store` / :func:`predict_store` return everything in memory.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +52,23 @@ def _batches(model: AstroModel, store_path: Any, keys: dict, batch_size: int, pr
 
 
 @torch.no_grad()
+def iter_embeddings(
+    model: AstroModel,
+    store_path: str | os.PathLike[str],
+    *,
+    batch_size: int = 256,
+    num_encoder_tokens: int = 600,
+    seed: int = 0,
+    progress: bool = True,
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``(ids, embeddings (b, dim) float32)`` per batch of at most ``batch_size`` store rows."""
+    model.eval()
+    keys = _store_keys(model, store_path)
+    for ids, tokens in _batches(model, store_path, keys, batch_size, progress, "embed"):
+        emb = model.embed(tokens, num_encoder_tokens, generator=seed)
+        yield ids, emb.float().cpu().numpy().astype(np.float32, copy=False)
+
+
 def embed_store(
     model: AstroModel,
     store_path: str | os.PathLike[str],
@@ -55,20 +78,52 @@ def embed_store(
     seed: int = 0,
     progress: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``(ids, embeddings (n, dim) float32)``: pooled encoder embeddings of every store row."""
-    model.eval()
-    keys = _store_keys(model, store_path)
+    """``(ids, embeddings (n, dim) float32)``: pooled encoder embeddings of every store row,
+    in memory (:func:`write_embeddings` streams them to a file instead)."""
     ids_out, embs = [], []
-    for ids, tokens in _batches(model, store_path, keys, batch_size, progress, "embed"):
-        emb = model.embed(tokens, num_encoder_tokens, generator=seed)
+    for ids, emb in iter_embeddings(
+        model, store_path, batch_size=batch_size, num_encoder_tokens=num_encoder_tokens, seed=seed, progress=progress
+    ):
         ids_out.append(ids)
-        embs.append(emb.float().cpu().numpy())
+        embs.append(emb)
     if not ids_out:
         return np.zeros(0, np.int64), np.zeros((0, model.config.dim), np.float32)
     return np.concatenate(ids_out), np.concatenate(embs).astype(np.float32)
 
 
 @torch.no_grad()
+def iter_predictions(
+    model: AstroModel,
+    store_path: str | os.PathLike[str],
+    target: str,
+    *,
+    codec: Any = None,
+    batch_size: int = 256,
+    num_encoder_tokens: int = 600,
+    seed: int = 0,
+    progress: bool = True,
+) -> Iterator[dict[str, np.ndarray]]:
+    """Per batch of store rows, the columns :func:`predict_store` returns."""
+    from .values import distribution_moments, restrict_probs, token_values
+
+    if target not in model.token_keys:
+        raise DataError(f"unknown target key {target!r}; the model knows {sorted(model.token_keys)}")
+    model.eval()
+    key = model.token_keys[target]
+    keys = _store_keys(model, store_path, exclude=(target,))
+    values = token_values(codec, key) if codec is not None else None
+    for ids, tokens in _batches(model, store_path, keys, batch_size, progress, "predict"):
+        probs = model.predict(tokens, target, num_encoder_tokens, generator=seed).cpu().numpy()
+        if values is not None:  # ids without a bin value (unused bins) are never predicted
+            probs = restrict_probs(probs, values, key)
+        out = {"id": ids, "token": probs.argmax(-1), "prob": probs.max(-1).astype(np.float32)}
+        if values is not None:
+            out["mean"], out["std"] = distribution_moments(probs, values, key)
+        if key.layout == "scalar":
+            out = {k: (v[:, 0] if v.ndim == 2 else v) for k, v in out.items()}
+        yield out
+
+
 def predict_store(
     model: AstroModel,
     store_path: str | os.PathLike[str],
@@ -80,40 +135,24 @@ def predict_store(
     seed: int = 0,
     progress: bool = True,
 ) -> dict[str, np.ndarray]:
-    """Predictions of ``target`` for every store row, from the other keys.
+    """Predictions of ``target`` for every store row, from the other keys, in memory.
 
     Returns ``id``, ``token`` (most probable id, (n, L)), ``prob`` (its probability) and, when
-    ``codec`` gives bin values (see :mod:`astromodal_model.values`), ``mean`` and ``std``.
-    A scalar target gives (n,) arrays.
+    ``codec`` gives bin values (see :mod:`astromodal_model.values`), ``mean`` and ``std``;
+    ids without a bin value get probability zero. A scalar target gives (n,) arrays.
+    :func:`write_predictions` streams the same columns to a file.
     """
-    from .values import distribution_moments, token_values
-
-    if target not in model.token_keys:
-        raise DataError(f"unknown target key {target!r}; the model knows {sorted(model.token_keys)}")
-    model.eval()
-    key = model.token_keys[target]
-    keys = _store_keys(model, store_path, exclude=(target,))
-    values = token_values(codec, key) if codec is not None else None
-    out: dict[str, list[np.ndarray]] = {"id": [], "token": [], "prob": [], "mean": [], "std": []}
-    for ids, tokens in _batches(model, store_path, keys, batch_size, progress, "predict"):
-        probs = model.predict(tokens, target, num_encoder_tokens, generator=seed).cpu().numpy()
-        out["id"].append(ids)
-        out["token"].append(probs.argmax(-1))
-        out["prob"].append(probs.max(-1))
-        if values is not None:
-            m, s = distribution_moments(probs, values, key)
-            out["mean"].append(m)
-            out["std"].append(s)
-    result = {k: np.concatenate(v) for k, v in out.items() if v}
-    if key.layout == "scalar":
-        result = {k: (v[:, 0] if v.ndim == 2 else v) for k, v in result.items()}
-    return result
+    parts: dict[str, list[np.ndarray]] = {}
+    for batch in iter_predictions(
+        model, store_path, target, codec=codec, batch_size=batch_size,
+        num_encoder_tokens=num_encoder_tokens, seed=seed, progress=progress,
+    ):
+        for k, v in batch.items():
+            parts.setdefault(k, []).append(v)
+    return {k: np.concatenate(v) for k, v in parts.items()}
 
 
-def write_table(path: str | os.PathLike[str], columns: dict[str, np.ndarray]) -> Path:
-    """Write columns (1-D, or 2-D as fixed-size lists) to parquet atomically."""
-    from astromodal_core.serialize import atomic_path
-
+def _arrow(columns: dict[str, np.ndarray]) -> pa.Table:
     arrays = {}
     for name, a in columns.items():
         a = np.asarray(a)
@@ -122,6 +161,94 @@ def write_table(path: str | os.PathLike[str], columns: dict[str, np.ndarray]) ->
         else:
             flat = a.reshape(len(a), -1)
             arrays[name] = pa.FixedSizeListArray.from_arrays(pa.array(flat.ravel()), flat.shape[1])
+    return pa.table(arrays)
+
+
+def write_batches(
+    path: str | os.PathLike[str], batches: Iterable[dict[str, np.ndarray]], empty: dict[str, np.ndarray]
+) -> tuple[Path, int]:
+    """Stream column batches into one parquet file (a row group per batch); ``(path, rows)``.
+
+    The file appears at ``path`` only once every batch is written; ``empty`` (zero-row
+    columns) gives the schema when there is no batch at all.
+    """
+    from astromodal_core.serialize import atomic_path
+
+    rows = 0
     with atomic_path(path, suffix=".parquet") as tmp:
-        pq.write_table(pa.table(arrays), tmp)
-    return Path(path)
+        writer: pq.ParquetWriter | None = None
+        try:
+            for batch in batches:
+                table = _arrow(batch)
+                if writer is None:
+                    writer = pq.ParquetWriter(tmp, table.schema)
+                writer.write_table(table.cast(writer.schema))
+                rows += table.num_rows
+            if writer is None:
+                pq.write_table(_arrow(empty), tmp)
+        finally:
+            if writer is not None:
+                writer.close()
+    return Path(path), rows
+
+
+def write_embeddings(
+    model: AstroModel,
+    store_path: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    id_col: str = "id",
+    batch_size: int = 256,
+    num_encoder_tokens: int = 600,
+    seed: int = 0,
+    progress: bool = True,
+) -> int:
+    """Write ``id_col`` + ``embedding`` (fixed-size float32 lists) for every store row, one
+    batch in memory at a time; returns the number of rows."""
+    batches = (
+        {id_col: ids, "embedding": emb}
+        for ids, emb in iter_embeddings(
+            model, store_path, batch_size=batch_size, num_encoder_tokens=num_encoder_tokens,
+            seed=seed, progress=progress,
+        )
+    )
+    empty = {id_col: np.zeros(0, np.int64), "embedding": np.zeros((0, model.config.dim), np.float32)}
+    return write_batches(out, batches, empty)[1]
+
+
+def write_predictions(
+    model: AstroModel,
+    store_path: str | os.PathLike[str],
+    target: str,
+    out: str | os.PathLike[str],
+    *,
+    id_col: str = "id",
+    codec: Any = None,
+    batch_size: int = 256,
+    num_encoder_tokens: int = 600,
+    seed: int = 0,
+    progress: bool = True,
+) -> tuple[int, list[str]]:
+    """Write :func:`predict_store`'s columns (``id`` named ``id_col``) batch by batch;
+    returns ``(rows, column names)``."""
+    from .keys import key_length
+
+    batches = (
+        {id_col: b.pop("id"), **b}
+        for b in iter_predictions(
+            model, store_path, target, codec=codec, batch_size=batch_size,
+            num_encoder_tokens=num_encoder_tokens, seed=seed, progress=progress,
+        )
+    )
+    key = model.token_keys.get(target)
+    shape: tuple[int, ...] = (0,) if key is None or key.layout == "scalar" else (0, key_length(key))
+    empty = {id_col: np.zeros(0, np.int64), "token": np.zeros(shape, np.int64), "prob": np.zeros(shape, np.float32)}
+    if codec is not None:
+        empty.update(mean=np.zeros(shape), std=np.zeros(shape))
+    _, rows = write_batches(out, batches, empty)
+    return rows, list(empty)
+
+
+def write_table(path: str | os.PathLike[str], columns: dict[str, np.ndarray]) -> Path:
+    """Write in-memory columns (1-D, or 2-D as fixed-size lists) to parquet atomically."""
+    return write_batches(path, [columns], columns)[0]

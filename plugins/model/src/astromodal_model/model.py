@@ -147,16 +147,30 @@ class AstroModel(nn.Module):
     ) -> tuple[torch.Tensor, ...]:
         """Keep at most ``budget`` valid tokens per row, compacted to the front.
 
-        Under budget, every valid token is kept in its input order; over budget, a seeded
-        uniform sample over all the row's valid tokens (every modality alike) is kept.
+        Under budget, every valid token is kept in its input order. Over budget, the budget is
+        shared equally among the keys present in the row, a key with fewer tokens than its
+        share giving the rest to the others (round robin: every key's k-th token before any
+        key's (k+1)-th; ties within a round broken at random); within a key the tokens are a
+        seeded uniform sample. So a key with one token is kept whenever the budget allows one
+        token per present key, however many tokens another key holds.
         """
         if budget < 1:
             raise ValueError(f"num_encoder_tokens must be >= 1, got {budget}")
         n_valid = valid.sum(1)
         over = int(n_valid.max()) > budget
         if over:
-            r = torch.rand(tok.shape, generator=_generator(generator)).to(tok.device)
-            score = r + 2.0 * (~valid).float()
+            B, N = tok.shape
+            r = torch.rand(tok.shape, generator=_generator(generator), dtype=torch.float64).to(tok.device)
+            # rank of each token inside its key, in random order (absent tokens form their own group)
+            group = torch.where(valid, key, int(key.max()) + 1).to(torch.float64)
+            by_key = torch.argsort(group * 2.0 + r, dim=1)
+            sorted_group = torch.gather(group, 1, by_key)
+            slot = torch.arange(N, device=tok.device).expand(B, N)
+            starts = torch.ones_like(sorted_group, dtype=torch.bool)
+            starts[:, 1:] = sorted_group[:, 1:] != sorted_group[:, :-1]
+            first = torch.where(starts, slot, torch.zeros_like(slot)).cummax(1).values
+            rank = torch.empty_like(slot).scatter_(1, by_key, slot - first)
+            score = rank.to(torch.float64) + r + float(N + 1) * (~valid).to(torch.float64)
         else:
             score = (~valid).float()
         order = torch.sort(score, dim=1, stable=True).indices

@@ -91,14 +91,16 @@ def astromodal_register_commands(cli: Any) -> None:
         """Write pooled embeddings of every row of a token store."""
         from astromodal_core.store import store_metadata
 
-        from .inference import embed_store, write_table
+        from .inference import write_embeddings
         from .model import AstroModel
 
         meta = store_metadata(tokens)
         model = AstroModel.from_pretrained(model_dir, strict=False)  # checked against the store below
-        ids, emb = embed_store(model, tokens, batch_size=batch_size, num_encoder_tokens=num_encoder_tokens, progress=not quiet)
-        write_table(out, {meta["id_col"]: ids, "embedding": emb})
-        summary = {"out": out, "rows": int(len(ids)), "dim": int(emb.shape[1])}
+        rows = write_embeddings(
+            model, tokens, out, id_col=meta["id_col"], batch_size=batch_size,
+            num_encoder_tokens=num_encoder_tokens, progress=not quiet,
+        )
+        summary = {"out": out, "rows": int(rows), "dim": int(model.config.dim)}
         if as_json:
             _echo_json(summary)
         else:
@@ -122,20 +124,18 @@ def astromodal_register_commands(cli: Any) -> None:
         """Predict one token key for every row of a token store from its other keys."""
         from astromodal_core.store import store_metadata
 
-        from .inference import predict_store, write_table
+        from .inference import write_predictions
         from .model import AstroModel
 
         meta = store_metadata(tokens)
         model = AstroModel.from_pretrained(model_dir, strict=False)  # checked against the store below
         codec = _load_values(values, tokenizer)
-        res = predict_store(
-            model, tokens, target, codec=codec, batch_size=batch_size,
+        rows, columns = write_predictions(
+            model, tokens, target, out, id_col=meta["id_col"], codec=codec, batch_size=batch_size,
             num_encoder_tokens=num_encoder_tokens, progress=not quiet,
         )
-        cols = {meta["id_col"]: res.pop("id"), **res}
-        write_table(out, cols)
-        summary = {"out": out, "rows": int(len(cols[meta["id_col"]])), "target": target, "columns": list(cols)}
+        summary = {"out": out, "rows": int(rows), "target": target, "columns": columns}
         if as_json:
             _echo_json(summary)
         else:
-            click.echo(f"wrote {summary['rows']} predictions of {target} to {out} ({', '.join(cols)})")
+            click.echo(f"wrote {summary['rows']} predictions of {target} to {out} ({', '.join(columns)})")

@@ -31,6 +31,7 @@ from .columns import (
     DEFAULT_SENTINELS,
     REDSHIFT_COLUMN,
     column_kind,
+    default_sentinels,
     gaia_column,
     mag_column,
     token_key_name,
@@ -53,9 +54,10 @@ def missing_mask(values: np.ndarray, sentinels: Sequence[float]) -> np.ndarray:
 class ScalarColumnCodec(Codec):
     """Quantile binning of one canonical column: token ``searchsorted(edges, x, "right")``.
 
-    ``vocab_size = n_bins + 1``; ``mask_token = n_bins`` marks NaN, inf and ``sentinels``.
+    ``vocab_size = n_bins + 1``; ``mask_token = n_bins`` marks NaN, inf and ``sentinels``
+    (default: 99 / -99 for magnitude and magnitude-error columns, none for other columns).
     ``decode`` returns the bin's median training value and the bin width as ``error``
-    (NaN for the mask token).
+    (NaN for the mask token); ``bin_values`` gives that value for every token id.
     """
 
     modalities: ClassVar[tuple[type[Modality], ...]] = ()
@@ -65,7 +67,7 @@ class ScalarColumnCodec(Codec):
         column: str,
         n_bins: int = 1024,
         *,
-        sentinels: Sequence[float] = DEFAULT_SENTINELS,
+        sentinels: Sequence[float] | None = None,
         max_values: int = 2_000_000,
         rng_seed: int = 0,
         backend: str = "auto",
@@ -74,7 +76,10 @@ class ScalarColumnCodec(Codec):
             raise ValueError(f"n_bins must be in [2, 65535], got {n_bins}")
         self.column = str(column)
         self.n_bins = int(n_bins)
-        self.sentinels = tuple(float(s) for s in sentinels)
+        self.sentinels = (
+            default_sentinels(self.column, DEFAULT_SENTINELS) if sentinels is None
+            else tuple(float(s) for s in sentinels)
+        )
         self.max_values = int(max_values)
         self.rng_seed = int(rng_seed)
         self.backend = backend
@@ -99,6 +104,19 @@ class ScalarColumnCodec(Codec):
         self.check_fitted()
         assert self.bins is not None
         return self.bins.effective_bins
+
+    @property
+    def bin_values(self) -> np.ndarray:
+        """Physical value (bin median) of every token id, float64 of length ``vocab_size``.
+
+        NaN for the mask token and for ids ``>= effective_bins`` (bins the fit did not use),
+        so a predicted distribution can give those ids no weight.
+        """
+        self.check_fitted()
+        assert self.bins is not None
+        out = np.full(self.n_bins + 1, np.nan)
+        out[: self.bins.effective_bins] = self.bins.centers
+        return out
 
     @property
     def token_keys(self) -> tuple[TokenKey, ...]:

@@ -16,6 +16,8 @@ BANDS: tuple[str, ...] = (
 )
 GAIA_QUANTITIES: tuple[str, ...] = ("parallax", "pmra", "pmdec")
 REDSHIFT_COLUMN = "z"
+#: survey placeholders for "not measured"; by default they mean missing only in magnitude and
+#: magnitude-error columns (a proper motion or redshift of exactly 99 is a real value)
 DEFAULT_SENTINELS: tuple[float, ...] = (99.0, -99.0)
 
 _UNSAFE = re.compile(r"[^a-z0-9_]")
@@ -40,7 +42,16 @@ def gaia_column(quantity: str) -> str:
 
 MAG_COLUMNS: tuple[str, ...] = tuple(f"mag_pstotal_{b}" for b in BANDS)
 GAIA_COLUMNS: tuple[str, ...] = tuple(f"gaia_{q}" for q in GAIA_QUANTITIES)
+MAG_ERROR_COLUMNS: tuple[str, ...] = tuple(f"err_mag_pstotal_{b}" for b in BANDS)
 DEFAULT_SCALAR_COLUMNS: tuple[str, ...] = (*MAG_COLUMNS, *GAIA_COLUMNS, REDSHIFT_COLUMN)
+
+
+def default_sentinels(column: str, sentinels: Iterable[float] = DEFAULT_SENTINELS) -> tuple[float, ...]:
+    """The sentinels that mean "missing" in a canonical column unless overridden: ``sentinels``
+    for magnitude and magnitude-error columns, none for any other column."""
+    if column in MAG_COLUMNS or column in MAG_ERROR_COLUMNS:
+        return tuple(float(s) for s in sentinels)
+    return ()
 
 
 def normalize_band(band: str) -> str:

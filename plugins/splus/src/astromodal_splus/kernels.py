@@ -151,13 +151,15 @@ def _check(x: Any) -> np.ndarray:
 
 
 def encode_many(
-    jobs: list[tuple[Any, Lookup, np.ndarray]],
+    jobs: list[tuple[Any, ...]],
     mask_token: int,
     sentinels: np.ndarray,
     *,
     backend: str = "auto",
 ) -> None:
     """Encode several ``(values, lookup, out)`` columns; ``out`` are uint16 (maybe strided) views.
+
+    A job ``(values, lookup, out, job_sentinels)`` uses its own sentinels instead of ``sentinels``.
 
     The numba path runs a compiled, GIL-free kernel on chunks of every column spread over
     a thread pool (both cores), so one call per record batch keeps all cores busy.
@@ -167,7 +169,7 @@ def encode_many(
 
 
 def submit_many(
-    jobs: list[tuple[Any, Lookup, np.ndarray]],
+    jobs: list[tuple[Any, ...]],
     mask_token: int,
     sentinels: np.ndarray,
     *,
@@ -175,22 +177,26 @@ def submit_many(
 ) -> list[Future[None]]:
     """Start :func:`encode_many`'s work and return its futures (already done on the numpy path
     or with one thread), so a caller can read the next batch while the kernels run."""
-    sentinels = np.ascontiguousarray(sentinels, dtype=np.float64)
-    checked = [(_check(x), lk, out) for x, lk, out in jobs]
+    default = np.ascontiguousarray(sentinels, dtype=np.float64)
+    checked = []
+    for job in jobs:
+        x, lk, out = job[:3]
+        sent = np.ascontiguousarray(job[3], dtype=np.float64).reshape(-1) if len(job) > 3 else default
+        checked.append((_check(x), lk, out, sent))
     if resolve_backend(backend) == "numpy":
-        for x, lk, out in checked:
-            encode_numpy(x, lk.edges, mask_token, sentinels, out=out)
+        for x, lk, out, sent in checked:
+            encode_numpy(x, lk.edges, mask_token, sent, out=out)
         return []
     token = np.uint16(mask_token)
     pieces = [
-        (x[i : i + _CHUNK], lk, out[i : i + _CHUNK])
-        for x, lk, out in checked
+        (x[i : i + _CHUNK], lk, out[i : i + _CHUNK], sent)
+        for x, lk, out, sent in checked
         for i in range(0, len(x), _CHUNK)
     ]
 
-    def run(piece: tuple[np.ndarray, Lookup, np.ndarray]) -> None:
-        x, lk, out = piece
-        _encode_kernel(x, lk.edges, lk.lut, lk.lo, lk.scale, lk.n_cells, sentinels, token, out)
+    def run(piece: tuple[np.ndarray, Lookup, np.ndarray, np.ndarray]) -> None:
+        x, lk, out, sent = piece
+        _encode_kernel(x, lk.edges, lk.lut, lk.lo, lk.scale, lk.n_cells, sent, token, out)
 
     if len(pieces) < 2 or num_threads() == 1:
         for piece in pieces:

@@ -1,8 +1,9 @@
 """ScalarTokenizer: quantile binning of catalogue scalars (seed 000's ScalarTokenizer).
 
 Missing values. The seed's dense ``scalar_tokens`` (n_rows, n_cols) uint16 array holds the
-reserved id ``N_BINS`` where a value is NaN, +-inf or a sentinel (99, -99 and ``sentinels``):
-every column's token key has ``vocab_size = N_BINS + 1`` and ``mask_token = N_BINS``, the
+reserved id ``N_BINS`` where a value is NaN, +-inf or a sentinel: ``sentinels`` (default 99,
+-99) apply to magnitude and magnitude-error columns only, ``column_sentinels={column: [...]}``
+sets any column's own list (``[]`` for none). Every column's token key has ``vocab_size = N_BINS + 1`` and ``mask_token = N_BINS``, the
 token store stores the same id. ``encode`` also returns ``scalar_mask`` (True = missing), a
 convenience equal to ``scalar_tokens == N_BINS``.
 
@@ -41,6 +42,7 @@ from .columns import (
     DEFAULT_SENTINELS,
     check_unique_keys,
     default_error_columns,
+    default_sentinels,
     file_column,
     token_key_name,
 )
@@ -83,6 +85,7 @@ class ScalarTokenizer:
         column_map: Mapping[str, str] | None = None,
         error_columns: Mapping[str, str] | None = None,
         sentinels: Sequence[float] = DEFAULT_SENTINELS,
+        column_sentinels: Mapping[str, Sequence[float]] | None = None,
         batch_size: int = 131_072,
         backend: str = "auto",
         progress: bool = True,
@@ -125,6 +128,15 @@ class ScalarTokenizer:
         if unknown:
             raise ValueError(f"error_columns names {unknown}, which are not in scalar_columns")
         self.sentinels = tuple(float(s) for s in sentinels)
+        self.column_sentinels = {
+            str(k): [float(x) for x in v] for k, v in dict(column_sentinels or {}).items()
+        }
+        known = {*cols, *self.error_columns.values(), *([mag_filter_col] if mag_filter_col else [])}
+        unknown = [c for c in self.column_sentinels if c not in known]
+        if unknown:
+            raise ValueError(
+                f"column_sentinels names {unknown}, which are not scalar, error or row-filter columns"
+            )
         self.batch_size = int(batch_size)
         self.backend = backend
         self.progress = bool(progress)
@@ -160,6 +172,7 @@ class ScalarTokenizer:
             "column_map": dict(self.column_map),
             "error_columns": dict(self.error_columns),
             "sentinels": list(self.sentinels),
+            "column_sentinels": {k: list(v) for k, v in self.column_sentinels.items()},
         }
 
     # ------------------------------------------------------------------ properties
@@ -183,6 +196,16 @@ class ScalarTokenizer:
     @property
     def is_fitted(self) -> bool:
         return self.bins is not None
+
+    def sentinels_of(self, column: str) -> tuple[float, ...]:
+        """Values that mean "missing" in a canonical column: its ``column_sentinels`` entry, else
+        ``sentinels`` for magnitude and magnitude-error columns, else none."""
+        if column in self.column_sentinels:
+            return tuple(self.column_sentinels[column])
+        return default_sentinels(column, self.sentinels)
+
+    def _sentinel_array(self, column: str) -> np.ndarray:
+        return np.asarray(self.sentinels_of(column), dtype=np.float64)
 
     def check_fitted(self) -> None:
         if self.bins is None:
@@ -254,17 +277,20 @@ class ScalarTokenizer:
                 f = numeric_column(batch, self._file_col(str(self.mag_filter_col)), path)
                 with np.errstate(invalid="ignore"):
                     keep = (f >= self.mag_min) & (f <= self.mag_max)
-                keep &= ~missing_mask(f, self.sentinels)
+                keep &= ~missing_mask(f, self.sentinels_of(str(self.mag_filter_col)))
             n_pass += int(keep.sum())
             for c in self.scalar_columns:
                 v = _float_column(batch, self._file_col(c), path)
-                ok = keep & ~missing_mask(v, self.sentinels)
+                ok = keep & ~missing_mask(v, self.sentinels_of(c))
                 if self.apply_magerr_filter and c in self.error_columns:
-                    e = _float_column(batch, self._file_col(self.error_columns[c]), path)
+                    ec = self.error_columns[c]
+                    e = _float_column(batch, self._file_col(ec), path)
                     with np.errstate(invalid="ignore"):
-                        ok &= (e <= self.magerr_max) & ~missing_mask(e, self.sentinels)
+                        ok &= (e <= self.magerr_max) & ~missing_mask(e, self.sentinels_of(ec))
                 n_valid[c] += int(ok.sum())
                 reservoirs[c].add(hash_keys(ids[ok], self.rng_seed, salt=c), v[ok])
+        if n_pass == 0 and not self.apply_row_filter:
+            raise DataError(f"{path}: the file has no rows to train on ({n_rows} rows read)")
         if n_pass == 0:
             fc = self._file_col(str(self.mag_filter_col))
             raise DataError(
@@ -367,7 +393,7 @@ class ScalarTokenizer:
         names = [self.id_col, *(self._file_col(c) for c in self.scalar_columns)]
         total = num_rows(path)
         show = self.progress if progress is None else progress
-        sentinels = np.asarray(self.sentinels, dtype=np.float64)
+        sentinels = [self._sentinel_array(c) for c in self.scalar_columns]
         with tqdm(total=total, desc=f"scalar: {Path(path).name}", unit="row", disable=not show) as bar:
             pending: tuple[np.ndarray, np.ndarray, list[Any]] | None = None
             try:
@@ -375,11 +401,12 @@ class ScalarTokenizer:
                     ids = id_column(batch, self.id_col, path)
                     tokens = np.empty((len(ids), len(self.scalar_columns)), dtype=np.uint16)
                     jobs = [
-                        (_float_column(batch, self._file_col(c), path), self._lookups[c], tokens[:, j])
+                        (_float_column(batch, self._file_col(c), path), self._lookups[c], tokens[:, j],
+                         sentinels[j])
                         for j, c in enumerate(self.scalar_columns)
                     ]
                     # kernels of this batch run while the next batch is read
-                    futures = submit_many(jobs, self.n_bins, sentinels, backend=self.backend)
+                    futures = submit_many(jobs, self.n_bins, np.empty(0), backend=self.backend)
                     if pending is not None:
                         yield self._finish(pending, bar)
                     pending = (ids, tokens, futures)
@@ -460,14 +487,16 @@ class ScalarTokenizer:
             arrays = [table[:, j] for j in range(table.shape[1])]
         n = len(arrays[0]) if arrays else 0
         tokens = np.empty((n, len(self.scalar_columns)), dtype=np.uint16)
-        sentinels = np.asarray(self.sentinels, dtype=np.float64)
         for c, x in zip(self.scalar_columns, arrays):
             if x.ndim != 1 or len(x) != n:
                 raise DataError(f"encode_arrays: column {c!r} has shape {x.shape}, expected ({n},)")
             if not np.issubdtype(x.dtype, np.number):
                 raise DataError(f"encode_arrays: column {c!r} has dtype {x.dtype}, expected numbers")
-        jobs = [(x, self._lookups[c], tokens[:, j]) for j, (c, x) in enumerate(zip(self.scalar_columns, arrays))]
-        encode_many(jobs, self.n_bins, sentinels, backend=self.backend)
+        jobs = [
+            (x, self._lookups[c], tokens[:, j], self._sentinel_array(c))
+            for j, (c, x) in enumerate(zip(self.scalar_columns, arrays))
+        ]
+        encode_many(jobs, self.n_bins, np.empty(0), backend=self.backend)
         return tokens
 
     def to_token_columns(self, result: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -518,7 +547,7 @@ class ScalarTokenizer:
         out = []
         for c in self.scalar_columns:
             codec = codec_for_column(
-                c, self.n_bins, sentinels=self.sentinels, max_values=self.max_values_per_col,
+                c, self.n_bins, sentinels=self.sentinels_of(c), max_values=self.max_values_per_col,
                 rng_seed=self.rng_seed, backend=self.backend,
             )
             out.append(codec.set_bins(self.bins[c]))
@@ -554,6 +583,10 @@ class ScalarTokenizer:
             raise CodecFormatError(f"{path}: not a scalar tokenizer file")
         try:
             settings = dict(config["settings"])
+            if "column_sentinels" not in settings:
+                # saved before per-column sentinels: every column treated the sentinels as missing
+                sent = list(settings.get("sentinels", DEFAULT_SENTINELS))
+                settings["column_sentinels"] = dict.fromkeys(settings["scalar_columns"], sent)
             tok = cls(**settings, **kwargs)
             tok.bins = {
                 c: BinTable.from_arrays(arrays, f"c{i:03d}_", config["n_samples"][c])
