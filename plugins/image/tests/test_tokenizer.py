@@ -120,8 +120,29 @@ def test_save_load_npz_round_trip(trained, test_cube, tmp_path, tiny):
     assert loaded.fingerprint == trained.fingerprint
     assert loaded.history == trained.history
     np.testing.assert_array_equal(loaded.encode(path)["image_tokens"], trained.encode(path)["image_tokens"])
-    inst = ImageTokenizer(**tiny(codebook_size=8))
+    inst = ImageTokenizer(**tiny(column_prefix="cut_"), device="cpu")
     assert inst.load(cfg) is inst and inst.fingerprint == trained.fingerprint
+    assert inst.column_prefix == "cut_"  # the instance keeps its own settings
+
+
+def test_npz_into_an_instance_with_another_architecture_is_refused(trained, tmp_path, tiny):
+    cfg = tmp_path / "image_tokenizer_config.npz"
+    trained.save(cfg)
+    inst = ImageTokenizer(**tiny(bands=["U", "G", "I"]))
+    with pytest.raises(CodecFormatError, match=(
+            r"image_tokenizer_config\.npz: weights were trained for bands \['U', 'G', 'R'\], "
+            r"but this tokenizer has bands \['U', 'G', 'I'\]")):
+        inst.load(cfg)
+    assert inst.bands == ["U", "G", "I"] and not inst.is_fitted  # left untouched
+    inst = ImageTokenizer(**tiny(codebook_size=8, channels=(8, 8)))
+    with pytest.raises(CodecFormatError) as err:
+        inst.load(cfg)
+    assert "written for codebook_size=32, channels=[8, 16]; this tokenizer has codebook_size=8, channels=[8, 8]" in str(err.value)
+    assert inst.codebook_size == 8 and inst.channels == [8, 8] and not inst.is_fitted
+    both = ImageTokenizer(**tiny(bands=["U", "G"], latent_dim=3))
+    with pytest.raises(CodecFormatError, match=r"bands \['U', 'G', 'R'\].*latent_dim=2; this tokenizer has latent_dim=3"):
+        both.load(cfg)
+    assert ImageTokenizer.load(cfg).architecture() == trained.architecture()  # the class still builds one
 
 
 def test_pt_round_trip_on_instance_and_class(trained, test_cube, tmp_path, tiny):
@@ -252,7 +273,36 @@ def test_encode_rejects_wrong_cutout_size(trained, tmp_path, cube):
     cube(small, 3, seed=0, size=16, start_id=50)
     with pytest.raises(DataError, match=r"small\.parquet: column 'splus_cut_U', row id 50: cutout has 256 pixels"):
         trained.encode(small)
-    assert not (tmp_path / "out").exists()
+
+
+def test_bad_row_mid_file_leaves_no_token_store(trained, test_cube, tmp_path, tiny):
+    """Through the store-writing path (core pipeline): a bad row in the third record batch of a
+    file makes encoding raise, and neither a store nor a temp file is left for that file."""
+    from astromodal_core.pipeline import (
+        LocalEngine,
+        SavedTokenizer,
+        class_path,
+        encode_files,
+        store_path_for,
+        write_manifest,
+    )
+
+    tok_dir, store = tmp_path / "tok", tmp_path / "store"
+    tok_dir.mkdir()
+    trained.save(tok_dir / "image_tokenizer_config.npz")
+    write_manifest(tok_dir, [SavedTokenizer("image", class_path(ImageTokenizer), "image_tokenizer_config.npz",
+                                            trained.fingerprint, trained.token_keys)])
+    flux = synthetic_cutouts(80, len(BANDS), SIZE, seed=5)
+    flux[70, 1, 4, 4] = np.inf
+    bad = tmp_path / "bad.parquet"
+    write_cutouts(bad, cutout_table(np.arange(500, 580), flux, BANDS))
+    good = test_cube[0]
+    with pytest.raises(DataError, match=r"bad\.parquet: column 'splus_cut_G', row id 570: cutout holds infinite"):
+        encode_files([good, bad], tok_dir, store, engine=LocalEngine(1), progress=False)
+    assert sorted(p.name for p in store.iterdir()) == [store_path_for(store, good).name]
+    assert not store_path_for(store, bad).exists()
+    ids, cols = read_token_store(store_path_for(store, good))
+    np.testing.assert_array_equal(cols["tok_image_splus"], trained.encode(good)["image_tokens"])
 
 
 def test_token_store_round_trip(trained, test_cube, tmp_path):

@@ -185,7 +185,9 @@ def test_encode_to_store_streams_the_same_tokens(small_cube: Path, tmp_path: Pat
             np.testing.assert_array_equal(got[1], value[1])
         else:
             np.testing.assert_array_equal(got, value)
-    assert store_metadata(out)["fingerprints"]["spectrum"] == tok.fingerprint
+    fingerprints = store_metadata(out)["fingerprints"]
+    assert set(fingerprints) == set(expect)  # keyed by token key name
+    assert set(fingerprints.values()) == {tok.fingerprint}
     bad = tmp_path / "bad.parquet"
     table = pq.read_table(small_cube)
     ivar = table.column("desi_ivar_b").to_pylist()

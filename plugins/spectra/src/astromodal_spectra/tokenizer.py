@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from astromodal_core.errors import CodecFormatError, DataError, NotFittedError
+from astromodal_core.errors import CodecFormatError, ConfigError, DataError, NotFittedError
 from astromodal_core.io import id_column, iter_batches, open_parquet, require_columns
 from astromodal_core.modality import TokenKey
 from astromodal_core.serialize import (
@@ -148,7 +148,7 @@ class SpectrumTokenizer:
         section = dict(section)
         unknown = sorted(set(section) - set(_PARAMS))
         if unknown:
-            raise ValueError(f"tokenizers.spectrum: unknown key {unknown[0]!r}; allowed: {_PARAMS}")
+            raise ConfigError(f"tokenizers.spectrum: unknown key {unknown[0]!r}; allowed: {_PARAMS}")
         return cls(**section)
 
     @property
@@ -314,7 +314,7 @@ class SpectrumTokenizer:
 
         keys = {k.name: k for k in self.token_keys}
         meta = {"id_col": self.id_col, "token_keys": {n: k.as_dict() for n, k in keys.items()},
-                "fingerprints": {"spectrum": self.fingerprint}}
+                "fingerprints": dict.fromkeys(keys, self.fingerprint)}
         writer = None
         with atomic_path(out_path, suffix=".parquet") as tmp:
             try:
