@@ -124,6 +124,9 @@ def _load_plugin_commands() -> None:
     global _commands_loaded
     if not _commands_loaded:
         _commands_loaded = True
+        from .pipeline_cli import add_commands
+
+        add_commands(cli)
         iter_command_hooks(cli)
 
 

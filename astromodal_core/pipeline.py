@@ -66,8 +66,20 @@ def _bar(total: int, desc: str, progress: bool) -> Any:
     return tqdm(total=total, desc=desc, unit="file", disable=not progress, leave=False)
 
 
+def _init_worker(path: list[str]) -> None:
+    """Give a fresh worker process the parent's import path (plugins on sys.path)."""
+    import sys
+
+    sys.path[:] = path
+
+
 class LocalEngine(Engine):
-    """A local process pool; ``workers=1`` runs the tasks in this process (no pool)."""
+    """A local process pool; ``workers=1`` runs the tasks in this process (no pool).
+
+    Workers start from a fresh interpreter (``forkserver``, or ``spawn`` where there is none),
+    never by forking this process: a fork taken after numba, OpenMP or torch started their
+    thread pools can deadlock.
+    """
 
     name = "local"
 
@@ -86,7 +98,13 @@ class LocalEngine(Engine):
                     bar.update()
                 return results
             if self._pool is None:
-                self._pool = ProcessPoolExecutor(max_workers=self.workers)
+                import multiprocessing as mp
+                import sys
+
+                method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+                self._pool = ProcessPoolExecutor(
+                    max_workers=self.workers, mp_context=mp.get_context(method),
+                    initializer=_init_worker, initargs=(list(sys.path),))
             futures = {self._pool.submit(fn, item): i for i, item in enumerate(items)}
             for fut in as_completed(futures):
                 results[futures[fut]] = fut.result()
@@ -372,6 +390,11 @@ def _source_info(path: PathLike) -> dict[str, Any]:
     return {"path": str(Path(path).resolve()), "size": int(st.st_size), "mtime_ns": int(st.st_mtime_ns)}
 
 
+def key_fingerprints(specs: Sequence[SavedTokenizer]) -> dict[str, str]:
+    """``{token key: fingerprint of the tokenizer that makes it}``, as a token store records."""
+    return {k.name: s.fingerprint for s in specs for k in s.token_keys}
+
+
 def _encode_task(args: tuple[str, str, list[dict[str, Any]], str]) -> dict[str, Any]:
     from .store import write_token_store
 
@@ -381,7 +404,7 @@ def _encode_task(args: tuple[str, str, list[dict[str, Any]], str]) -> dict[str, 
     ids, columns, keys, id_col = encode_one(path, directory, specs)
     write_token_store(
         out, ids, columns, keys, id_col=id_col,
-        fingerprints={s.section: s.fingerprint for s in specs},
+        fingerprints=key_fingerprints(specs),
         extra={"source": _source_info(path), "tokenizers": {s.section: s.cls for s in specs}},
     )
     return {"file": path, "out": out, "rows": int(len(ids)), "status": "encoded",
@@ -396,7 +419,8 @@ def store_path_for(store_dir: PathLike, path: PathLike) -> Path:
 
 
 def is_encoded(out: PathLike, source: PathLike, fingerprints: Mapping[str, str]) -> bool:
-    """True if ``out`` holds the tokens of ``source`` (same size) made with ``fingerprints``."""
+    """True if ``out`` holds the tokens of ``source`` (same path, size and modification time)
+    made with ``fingerprints``."""
     from .store import store_metadata
 
     if not Path(out).is_file():
@@ -405,10 +429,7 @@ def is_encoded(out: PathLike, source: PathLike, fingerprints: Mapping[str, str])
         meta = store_metadata(out)
     except DataError:
         return False
-    src = meta.get("source", {})
-    return (meta.get("fingerprints") == dict(fingerprints)
-            and src.get("size") == Path(source).stat().st_size
-            and src.get("mtime_ns") == Path(source).stat().st_mtime_ns)
+    return meta.get("fingerprints") == dict(fingerprints) and meta.get("source") == _source_info(source)
 
 
 def encode_files(
@@ -446,7 +467,7 @@ def encode_files(
             raise DataError(f"{f} and {seen[o]} would both be written to {o}; rename one")
         seen[o] = f
     Path(store_dir).mkdir(parents=True, exist_ok=True)
-    fps = {s.section: s.fingerprint for s in specs}
+    fps = key_fingerprints(specs)
     records: list[dict[str, Any] | None] = [None] * len(files)
     todo = []
     for i, (f, o) in enumerate(zip(files, outs)):

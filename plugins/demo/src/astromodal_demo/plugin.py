@@ -13,12 +13,32 @@ from astromodal_core import hookimpl
 def astromodal_register_commands(cli: Any) -> None:
     @cli.command()
     @click.option("--out", default="demo_output", show_default=True, help="Report directory.")
+    @click.option("--n", "n", default=2000, show_default=True, help="Objects in the synthetic sky.")
+    @click.option("--seed", default=0, show_default=True, help="Seed of the sky and of every training step.")
+    @click.option("--files", "n_files", default=4, show_default=True, help="Datacube files to split the sky into.")
+    @click.option("--cutout-size", default=32, show_default=True, help="Cutout side in pixels.")
+    @click.option("--steps", default=400, show_default=True, help="Training steps of the tiny model.")
+    @click.option("--workers", type=int, default=None, help="Local worker processes (default: all cores).")
+    @click.option("--no-model", is_flag=True, help="Stop after the tokenizers (as without astromodal-model).")
     @click.option("--quiet", is_flag=True, help="No progress bars.")
-    def demo(out: str, quiet: bool) -> None:
-        """Run the end-to-end demo and write a report directory."""
-        from astromodal_core.registry import get_registry
+    @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+    def demo(out: str, n: int, seed: int, n_files: int, cutout_size: int, steps: int,
+             workers: int | None, no_model: bool, quiet: bool, as_json: bool) -> None:
+        """Generate a demo sky, train every installed tokenizer, encode, train the tiny model and
+        write a report directory (report.md, PNG plots, summary.json)."""
+        import json
 
-        reg = get_registry()
-        click.echo(f"astromodal demo: {len(reg.plugins)} plugins, {len(reg.token_key_entries)} token keys")
-        for name, info in sorted(reg.plugins.items()):
-            click.echo(f"  {name} [{info['status']}]")
+        from .run import run_demo
+
+        echo = (lambda _msg: None) if as_json else click.echo
+        summary = run_demo(out, n=n, seed=seed, n_files=n_files, cutout_size=cutout_size,
+                           steps=steps, workers=workers, with_model=False if no_model else None,
+                           progress=not quiet and not as_json, echo=echo)
+        if as_json:
+            click.echo(json.dumps({k: v for k, v in summary.items() if k != "table"},
+                                  indent=2, default=str))
+            return
+        click.echo("")
+        click.echo(summary["table"])
+        click.echo(f"report: {out}/report.md  plots: {', '.join(summary['plots'])}")
+

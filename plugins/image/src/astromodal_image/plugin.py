@@ -56,3 +56,11 @@ def astromodal_register_commands(cli: Any) -> None:
     from .cli import image_train
 
     cli.add_command(image_train)
+
+
+@hookimpl
+def astromodal_register_demo_columns(register):
+    """This survey's columns for the demo datacube (see ``demo.py``)."""
+    from .demo import DEMO_COLUMNS
+
+    register(DEMO_COLUMNS)

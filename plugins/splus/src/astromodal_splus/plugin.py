@@ -37,3 +37,11 @@ def astromodal_register_tokenizers(register: Callable[[str, type], None]) -> Non
     from .tokenizer import ScalarTokenizer
 
     register("scalar", ScalarTokenizer)
+
+
+@hookimpl
+def astromodal_register_demo_columns(register):
+    """This survey's columns for the demo datacube (see ``demo.py``)."""
+    from .demo import DEMO_COLUMNS
+
+    register(DEMO_COLUMNS)

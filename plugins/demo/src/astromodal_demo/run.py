@@ -1,0 +1,282 @@
+"""`astromodal demo`: datacube -> every installed tokenizer -> token store -> tiny model -> report."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+import yaml
+
+from astromodal_core import get_registry
+from astromodal_core.errors import ConfigError
+from astromodal_core.pipeline import (
+    LocalEngine,
+    encode_files,
+    import_class,
+    merge_store,
+    train_tokenizers,
+)
+
+from . import evaluate, plots
+from .datacube import build_datacube, installed_contributions
+from .report import write_report
+
+PathLike = str | os.PathLike[str]
+HELD_OUT_BAND = "j0660"
+
+
+def demo_tokenizer_settings(cutout_size: int, seed: int) -> dict[str, dict[str, Any]]:
+    """Demo-sized settings of the sections this repository's plugins provide; another installed
+    tokenizer is trained with its defaults."""
+    return {
+        "scalar": {"n_bins": 64, "rng_seed": seed},
+        "spectrum": {"codebook_size": 256, "n_iter": 10, "max_features_per_group": 200_000,
+                     "max_rows_per_file": 1000, "rng_seed": seed},
+        "image": {"cutout_size": cutout_size, "codebook_size": 256, "epochs": 4,
+                  "max_cutouts": 2000, "rng_seed": seed},
+    }
+
+
+#: Per-pixel spectrum streams (thousands of tokens a row) left out of the demo model, so that a
+#: short CPU run sees every modality; their per-object ``_norm`` keys stay in.
+MODEL_EXCLUDED_PREFIXES = ("tok_spectrum_desi_",)
+
+
+def model_token_keys(store_keys: list[str]) -> list[str]:
+    """The store keys the demo model uses (all but the per-pixel DESI sequences)."""
+    return [k for k in store_keys
+            if not (k.startswith(MODEL_EXCLUDED_PREFIXES) and not k.endswith("_norm"))]
+
+
+def demo_model_config(steps: int, seed: int, token_keys: list[str] | None = None) -> dict[str, Any]:
+    """The tiny model and a short training run."""
+    train: dict[str, Any] = {
+        "steps": steps, "batch_size": 64, "lr": 3e-3, "warmup_steps": min(50, steps // 5),
+        "input_budget": 128, "target_budget": 32, "val_every": max(steps, 1),
+        "checkpoint_every": max(steps, 1), "seed": seed,
+    }
+    if token_keys is not None:
+        train["token_keys"] = token_keys
+    return {"model": {"preset": "tiny"}, "train": train}
+
+
+def _truth(files: list[Path]) -> dict[str, np.ndarray]:
+    wanted = ["id", "true_class", "true_redshift", "z", "real_source"]
+    names = pq.ParquetFile(files[0]).schema_arrow.names
+    wanted += [c for c in names if c.startswith("mag_pstotal_")]
+    cols = [c for c in wanted if c in names]
+    table = pq.read_table([str(f) for f in files], columns=cols)
+    return {c: table.column(c).to_numpy(zero_copy_only=False) for c in cols}
+
+
+class _Steps:
+    def __init__(self, total: int, echo: Callable[[str], None]):
+        self.total, self.done, self.echo = total, 0, echo
+        self.seconds: dict[str, float] = {}
+
+    def run(self, name: str, fn: Callable[[], Any]) -> Any:
+        self.done += 1
+        self.echo(f"[{self.done}/{self.total}] {name} ...")
+        t0 = time.perf_counter()
+        out = fn()
+        self.seconds[name] = time.perf_counter() - t0
+        self.echo(f"      done in {self.seconds[name]:.1f}s")
+        return out
+
+
+def run_demo(
+    out: PathLike = "demo_output",
+    *,
+    n: int = 2000,
+    seed: int = 0,
+    n_files: int = 4,
+    cutout_size: int = 32,
+    steps: int = 400,
+    workers: int | None = None,
+    with_model: bool | None = None,
+    progress: bool = True,
+    echo: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Run the whole demo into ``out``; returns the summary (also in ``out/summary.json``)."""
+    t_start = time.perf_counter()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    reg = get_registry()
+    contributions = installed_contributions()
+    if not contributions:
+        raise ConfigError("no installed plugin registers demo columns "
+                          "(astromodal_register_demo_columns); nothing to build a datacube from")
+    if not reg.tokenizers:
+        raise ConfigError("no installed plugin registers a tokenizer; nothing to train")
+    has_model = importlib.util.find_spec("astromodal_model") is not None
+    with_model = has_model if with_model is None else (with_model and has_model)
+    steps_box = _Steps(5 + (1 if with_model else 0), echo)
+    summary: dict[str, Any] = {"settings": {"n": n, "seed": seed, "files": n_files,
+                                            "cutout_size": cutout_size, "model_steps": steps}}
+
+    cube = steps_box.run(
+        f"datacube: {n} objects, {n_files} files, columns from {[c.name for c in contributions]}",
+        lambda: build_datacube(out / "datacube", n, seed, n_files=n_files,
+                               options={"cutout_size": cutout_size}, contributions=contributions,
+                               progress=progress))
+    files = list(cube.files)
+    truth = _truth(files)
+    classes, counts = np.unique(truth["true_class"], return_counts=True)
+    summary["datacube"] = {
+        "files": [str(f) for f in files], "rows": int(len(truth["id"])),
+        "classes": {str(c): int(k) for c, k in zip(classes, counts)},
+        "columns": {k: len(v) for k, v in cube.columns.items()},
+        "real_samples": [s for s in truth.get("real_source", []) if s],
+        "seconds": cube.seconds,
+    }
+
+    settings = demo_tokenizer_settings(cutout_size, seed)
+    config = {"tokenizers": {name: settings.get(name, {}) for name in reg.tokenizers}}
+    (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    train_times: dict[str, float] = {}
+    engine = LocalEngine(workers)
+    try:
+        saved = steps_box.run(
+            f"train tokenizers {sorted(config['tokenizers'])} (config.yaml)",
+            lambda: train_tokenizers(config, files, out / "tokenizers", engine=engine,
+                                     progress=progress,
+                                     on_trained=lambda s, sec: train_times.__setitem__(s.section, sec)))
+        records = steps_box.run(
+            "encode the token store",
+            lambda: encode_files(files, out / "tokenizers", out / "store", engine=engine,
+                                 progress=progress))
+    finally:
+        engine.close()
+    store = merge_store(out / "store", out / "tokens.parquet")
+    summary["tokenizers"] = {s.section: {"fingerprint": s.fingerprint, "token_keys": len(s.token_keys),
+                                         "train_seconds": round(train_times.get(s.section, 0.0), 2)}
+                             for s in saved}
+    summary["encode"] = {"files": len(records), "rows": sum(r["rows"] for r in records),
+                         "seconds": round(sum(r["seconds"] for r in records), 2)}
+
+    loaded = {s.section: import_class(s.cls).load(out / "tokenizers" / s.path) for s in saved}
+    quality: dict[str, Any] = {}
+    examples: dict[str, Any] = {}
+
+    def measure() -> None:
+        for section, tok in loaded.items():
+            figures, ex = evaluate.reconstruction(section, tok, files[0])
+            quality[section] = figures
+            examples[section] = ex
+
+    steps_box.run(f"reconstruction quality on {files[0].name}", measure)
+    usage = steps_box.run("token usage per key", lambda: evaluate.token_usage(store))
+    summary["reconstruction"] = quality
+    summary["token_usage"] = {k: {kk: vv for kk, vv in v.items() if kk != "counts"} for k, v in usage.items()}
+
+    model_result: dict[str, Any] | None = None
+    if with_model and "scalar" in loaded:
+        from .model_eval import train_and_evaluate
+
+        model_result = steps_box.run(
+            f"train the tiny model ({steps} steps) and evaluate it",
+            lambda: train_and_evaluate(store, out / "model", truth, loaded["scalar"],
+                                       held_out_band=HELD_OUT_BAND,
+                                       model_config=demo_model_config(
+                                           steps, seed, model_token_keys(list(usage))),
+                                       seed=seed,
+                                       progress=progress))
+    elif not has_model:
+        summary["model"] = {"skipped": "astromodal-model is not installed: tokenizer part only"}
+    else:
+        summary["model"] = {"skipped": "no scalar tokenizer installed: nothing to predict"}
+
+    pngs = _plots(out, examples, truth, usage, model_result)
+    if model_result is not None:
+        summary["model"] = {
+            "parameters": model_result["parameters"],
+            "final_loss": model_result["history"]["loss"][-1] if model_result["history"]["loss"] else None,
+            "tasks": {k: {"target": t["target"], "model": t["model"], "knn": t["knn"]}
+                      for k, t in model_result["tasks"].items()},
+            "embedding": model_result["embedding"],
+        }
+    summary["plots"] = [p.name for p in pngs]
+    summary["seconds"] = {**{k: round(v, 2) for k, v in steps_box.seconds.items()},
+                          "total": round(time.perf_counter() - t_start, 2)}
+    table = write_report(out, summary)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
+    summary["table"] = table
+    return summary
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(type(o).__name__)
+
+
+def _plots(out: Path, examples: Mapping[str, Any], truth: Mapping[str, np.ndarray],
+           usage: Mapping[str, Any], model_result: Mapping[str, Any] | None) -> list[Path]:
+    pngs: list[Path] = []
+    pos = {int(v): i for i, v in enumerate(truth["id"])}
+    cls = np.asarray(truth["true_class"])
+    zt = np.asarray(truth["true_redshift"], dtype=np.float64)
+    real = np.asarray(truth.get("real_source", np.full(len(cls), "")))
+    spec = examples.get("spectrum") or {}
+    if "desi_r" in spec:
+        ex = spec["desi_r"]
+        has = [i for i, f in enumerate(ex["flux"]) if len(f)]
+        ids = np.asarray(truth["id"])[: len(ex["flux"])]
+        real_rows = [i for i in has if real[pos[int(ids[i])]].startswith("desi:")]
+        galaxies = [i for i in has if cls[pos[int(ids[i])]] == "galaxy"]
+        snr = {i: float(np.median(np.abs(ex["flux"][i]) * np.sqrt(ex["ivar"][i]))) for i in galaxies}
+        row = real_rows[0] if real_rows else (max(snr, key=snr.get) if snr else (has[0] if has else None))
+        if row is not None:
+            j = pos[int(ids[row])]
+            origin = f"real DESI spectrum {real[j][5:]}" if real[j].startswith("desi:") else "synthetic"
+            pngs.append(plots.spectrum_plot(
+                spec, row, f"{origin}: {cls[j]} at z = {zt[j]:.4f} (id {int(ids[row])}) and its "
+                "reconstruction from spectrum tokens", out / "spectrum_reconstruction.png"))
+    img = examples.get("image") or {}
+    if img:
+        rows, labels = [], []
+        obs_tot = np.nansum(img["observed"], axis=(1, 2, 3))
+        for c in ("star", "galaxy", "qso"):
+            cand = [i for i, v in enumerate(img["ids"]) if cls[pos[int(v)]] == c
+                    and np.isfinite(img["decoded"][i]).all() and np.isfinite(img["observed"][i]).all()]
+            if cand:
+                i = max(cand, key=lambda r: obs_tot[r])
+                rows.append(i)
+                j = pos[int(img["ids"][i])]
+                labels.append(f"{c}, z={zt[j]:.2f}\nid {int(img['ids'][i])}")
+        if rows:
+            pngs.append(plots.cutout_plot(img, rows, labels, out / "cutouts_reconstruction.png"))
+    if model_result is not None:
+        for key, task in model_result["tasks"].items():
+            name = "redshift_prediction.png" if key == "tok_z" else f"{task['target']}_prediction.png"
+            pngs.append(plots.prediction_plot(task, "z" if key == "tok_z" else "mag", out / name))
+        if model_result["history"]["loss"]:
+            pngs.append(plots.loss_plot(model_result["history"]["loss"], out / "training_loss.png"))
+    picks = _histogram_keys(usage)
+    if picks:
+        pngs.append(plots.token_histograms(usage, picks, out / "token_histograms.png"))
+    return pngs
+
+
+def _histogram_keys(usage: Mapping[str, Any]) -> list[str]:
+    """One key per kind of stream (magnitude, redshift, spectrum, light curve, XP, image...)."""
+    order = ["tok_mag_pstotal_r", "tok_z", "tok_spectrum_desi_r", "tok_lightcurve_ztf_g",
+             "tok_xp_bp", "tok_image_splus"]
+    picks = [k for k in order if k in usage and usage[k]["tokens"]]
+    for k, u in usage.items():
+        if len(picks) >= 6:
+            break
+        if k not in picks and u["tokens"] and not k.endswith("_norm"):
+            picks.append(k)
+    return picks[:6]
