@@ -38,8 +38,9 @@ def summary_rows(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
         for t in model["tasks"].values():
             m, k = t["model"], t["knn"]
             if "sigma_nmad" in m:
-                rows.append((f"predict {t['target']} (sigma_NMAD)",
-                             f"model {m['sigma_nmad']:.4f} vs kNN {k['sigma_nmad']:.4f} (n={m['n']})"))
+                rows.append((f"predict {t['target']} (sigma_NMAD, outliers)",
+                             f"model {m['sigma_nmad']:.4f}, {100 * m['outliers']:.0f}% vs kNN "
+                             f"{k['sigma_nmad']:.4f}, {100 * k['outliers']:.0f}% (n={m['n']})"))
             else:
                 rows.append((f"predict {t['target']} (median abs error)",
                              f"model {m['median_abs']:.4f} vs kNN {k['median_abs']:.4f} mag (n={m['n']})"))
