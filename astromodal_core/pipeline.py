@@ -18,6 +18,7 @@ so they travel to any worker that has the same packages installed.
 
 from __future__ import annotations
 
+import abc
 import importlib
 import inspect
 import json
@@ -41,16 +42,17 @@ STORE_SUFFIX = ".tokens.parquet"
 
 
 # engines ----------------------------------------------------------------------------------
-class Engine:
+class Engine(abc.ABC):
     """Runs a function over items and returns the results in input order."""
 
     name = "engine"
 
+    @abc.abstractmethod
     def map(self, fn: Callable[[Any], Any], items: Sequence[Any], *, desc: str = "",
             progress: bool = True) -> list[Any]:
-        raise NotImplementedError
+        """Apply ``fn`` to every item; results in input order."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - engines without workers have nothing to release
         """Release workers."""
 
     def __enter__(self) -> Engine:
