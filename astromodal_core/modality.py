@@ -29,7 +29,9 @@ class TokenKey:
     ``mask_token`` is the reserved id meaning "no value here" (a missing magnitude, a masked
     pixel); it lies inside ``[0, vocab_size)`` and a model never embeds it as a real token.
     ``max_length`` is the longest sequence (1 for scalars, H*W for grids). ``shape`` is the
-    grid shape (H, W) for ``layout="grid"``.
+    grid shape (H, W) for ``layout="grid"``. ``ordinal`` says the ids are ordered like the
+    values they stand for (quantile bins: id 5 lies between ids 4 and 6), so a model may share
+    strength between neighbouring ids; codebook ids (k-means, VQ) are not ordinal.
     """
 
     name: str = attrs.field(validator=_check_name)
@@ -40,6 +42,7 @@ class TokenKey:
     description: str = attrs.field(default="")
     mask_token: int | None = attrs.field(default=None)
     shape: tuple[int, ...] | None = attrs.field(default=None, converter=_shape)
+    ordinal: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
 
     @vocab_size.validator
     def _check_vocab(self, attribute: attrs.Attribute, value: int) -> None:

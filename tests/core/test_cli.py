@@ -57,6 +57,7 @@ def test_keys_json(toy_plugin: Any) -> None:
             "description": "",
             "mask_token": 8,
             "shape": None,
+            "ordinal": False,
             "plugin": "toy",
         }
     ]

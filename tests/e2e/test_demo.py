@@ -81,7 +81,10 @@ def test_demo_end_to_end(tmp_path, demo_columns_registered):
     # the model part, the baseline and the plots
     tasks = summary["model"]["tasks"]
     assert set(tasks) == {"tok_z", "tok_mag_pstotal_j0660"}
-    assert tasks["tok_z"]["model"]["n"] == tasks["tok_z"]["knn"]["n"] > 0
+    assert tasks["tok_z"]["model"]["n"] == tasks["tok_z"]["knn"]["n"] == tasks["tok_z"]["knn_catalogue"]["n"] > 0
+    # binned keys are ordinal (the model's value features apply), codebook keys are not
+    assert key.ordinal and meta["token_keys"]["tok_z"].ordinal
+    assert not meta["token_keys"]["tok_image_splus"].ordinal
     assert 0 <= summary["model"]["embedding"]["class_agreement"] <= 1
     for png in ("spectrum_reconstruction.png", "cutouts_reconstruction.png", "redshift_prediction.png",
                 "token_histograms.png"):

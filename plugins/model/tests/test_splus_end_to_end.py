@@ -65,7 +65,7 @@ def test_predict_redshift_with_the_scalar_tokenizer_through_the_cli(tmp_path, on
     ])
     assert r.exit_code == 0, (r.output, r.exception)
     summary = json.loads(r.output)
-    assert summary["rows"] == 200 and summary["columns"] == ["id", "token", "prob", "mean", "std"]
+    assert summary["rows"] == 200 and summary["columns"] == ["id", "token", "prob", "mean", "std", "median"]
     pred = pq.read_table(tmp_path / "pred.parquet")
     assert np.array_equal(pred.column("id").to_numpy(), test_cat["id"])
     mean, std = pred.column("mean").to_numpy(), pred.column("std").to_numpy()

@@ -108,7 +108,7 @@ def test_embed_and_predict_stream_batches_and_leave_no_partial_file(trained, tes
         model, test_store, "tok_t_c", tmp_path / "pred.parquet", codec=np.arange(16.0), batch_size=100, progress=False
     )
     p = pq.ParquetFile(tmp_path / "pred.parquet")
-    assert rows == 300 and cols == ["id", "token", "prob", "mean", "std"] and p.num_row_groups == 3
+    assert rows == 300 and cols == ["id", "token", "prob", "mean", "std", "median"] and p.num_row_groups == 3
     ref = predict_store(model, test_store, "tok_t_c", codec=np.arange(16.0), batch_size=100, progress=False)
     assert np.allclose(p.read().column("mean").to_numpy(), ref["mean"])
     calls = {"n": 0}
@@ -187,7 +187,7 @@ def test_cli_train_embed_predict(store, test_store, tmp_path):
     np.save(tmp_path / "values.npy", np.arange(16.0))
     r = runner.invoke(cli, ["predict", "--model", str(tmp_path / "run" / "model"), "--tokens", str(test_store), "--target", "tok_t_c", "--values", str(tmp_path / "values.npy"), "--out", str(tmp_path / "pred.parquet"), "--quiet", "--json"])
     assert r.exit_code == 0, r.output
-    assert json.loads(r.output)["columns"] == ["id", "token", "prob", "mean", "std"]
+    assert json.loads(r.output)["columns"] == ["id", "token", "prob", "mean", "std", "median"]
     assert pq.read_table(tmp_path / "pred.parquet").num_rows == 300
     other = [k if k.name != "tok_t_seq" else type(k)(**{**k.as_dict(), "vocab_size": 40, "mask_token": 39}) for k in KEYS]
     bad = synthetic_token_store(tmp_path / "other.parquet", 20, keys=other)

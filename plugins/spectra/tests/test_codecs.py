@@ -123,6 +123,8 @@ def test_codec_manager_matches_tokenizer(small_cube: Path) -> None:
     assert set(cols) == set(keys)
     assert keys["tok_xp_bp"].layout == "ragged" and keys["tok_lightcurve_ztf_g"].layout == "sequence"
     assert keys["tok_spectrum_desi_b"].vocab_size == 33 and keys["tok_spectrum_desi_b"].mask_token == 32
+    # normalisations are quantile bins (ordinal); k-means codebook ids are not
+    assert keys["tok_spectrum_desi_b_norm"].ordinal and not keys["tok_spectrum_desi_b"].ordinal
 
 
 def test_codec_rejects_bad_modalities() -> None:

@@ -125,7 +125,7 @@ def test_registry_and_facade():
     reg = get_registry()
     assert reg.owner("tok_mag_pstotal_r") == "astromodal-splus"
     key = reg.token_key("tok_z")
-    assert (key.vocab_size, key.mask_token, key.layout) == (1025, 1024, "scalar")
+    assert (key.vocab_size, key.mask_token, key.layout, key.ordinal) == (1025, 1024, "scalar", True)
     assert "tok_err_mag_pstotal_r" not in reg.token_keys()
     for name in ("SplusMagnitude", "GaiaAstrometry", "Redshift", "CatalogScalar"):
         assert reg.modality(name).__module__ == "astromodal_splus.modalities"

@@ -121,7 +121,8 @@ def prediction_plot(task: Mapping[str, Any], kind: str, path: PathLike) -> Path:
                 ax.scatter(true[sel], pred[sel], s=9, alpha=0.7, color=color, label=c)
         ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="k", lw=0.8)
         m = task[who]
-        name = "tiny astromodal model" if who == "model" else "scikit-learn kNN (photometry)"
+        name = ("tiny astromodal model (median)" if who == "model"
+                else "scikit-learn kNN (same photometric tokens)")
         if kind == "z":
             sub = f"sigma_NMAD {m['sigma_nmad']:.3f}, outliers {100 * m['outliers']:.1f}%"
         else:

@@ -12,7 +12,12 @@ from astromodal_core.errors import ConfigError
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Transformer shape: width, encoder and decoder depth, heads, MLP ratio, dropout."""
+    """Transformer shape: width, encoder and decoder depth, heads, MLP ratio, dropout.
+
+    ``ordinal_features``: Fourier features of the id added (through a learned projection) to
+    the embedding of every ordinal token key (quantile bins), so neighbouring bins start out
+    alike; 0 turns this off.
+    """
 
     dim: int = 64
     encoder_depth: int = 2
@@ -20,8 +25,14 @@ class ModelConfig:
     num_heads: int = 4
     mlp_ratio: float = 4.0
     dropout: float = 0.0
+    ordinal_features: int = 16
 
     def __post_init__(self) -> None:
+        if not isinstance(self.ordinal_features, int) or isinstance(self.ordinal_features, bool) \
+                or self.ordinal_features < 0 or self.ordinal_features % 2:
+            raise ConfigError(
+                f"model config: 'ordinal_features' must be an even int >= 0, got {self.ordinal_features!r}"
+            )
         for name in ("dim", "encoder_depth", "decoder_depth", "num_heads"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
@@ -66,7 +77,13 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Training settings (the ``train:`` section of model.yaml, or its top level)."""
+    """Training settings (the ``train:`` section of model.yaml, or its top level).
+
+    ``focus_keys`` / ``focus_prob``: with probability ``focus_prob`` a row holding any focus
+    key predicts those keys from its other keys (the setting :meth:`AstroModel.predict` uses);
+    other rows are masked the 4M way. ``ordinal_smoothing``: width in ids of the Gaussian soft
+    targets of ordinal keys (0: plain cross entropy).
+    """
 
     steps: int = 1000
     batch_size: int = 64
@@ -78,6 +95,9 @@ class TrainConfig:
     input_budget: int = 256
     target_budget: int = 128
     dirichlet_alpha: float = 1.0
+    focus_keys: list[str] | None = field(default=None)
+    focus_prob: float = 0.5
+    ordinal_smoothing: float = 0.0
     val_fraction: float = 0.1
     val_every: int = 100
     val_max_rows: int = 2048
@@ -98,12 +118,19 @@ class TrainConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
                 raise ConfigError(f"train config: {name!r} must be an int >= 0, got {v!r}")
-        for name in ("lr", "weight_decay", "grad_clip", "dirichlet_alpha", "min_lr_ratio"):
+        for name in ("lr", "weight_decay", "grad_clip", "dirichlet_alpha", "min_lr_ratio",
+                     "ordinal_smoothing"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
                 raise ConfigError(f"train config: {name!r} must be a number >= 0, got {v!r}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ConfigError(f"train config: 'val_fraction' must be in [0, 1), got {self.val_fraction!r}")
+        if not isinstance(self.focus_prob, (int, float)) or not 0.0 <= self.focus_prob <= 1.0:
+            raise ConfigError(f"train config: 'focus_prob' must be in [0, 1], got {self.focus_prob!r}")
+        for name in ("focus_keys", "token_keys"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, str) or not all(isinstance(k, str) for k in v)):
+                raise ConfigError(f"train config: {name!r} must be a list of token key names, got {v!r}")
         if self.dirichlet_alpha <= 0:
             raise ConfigError("train config: 'dirichlet_alpha' must be > 0")
 

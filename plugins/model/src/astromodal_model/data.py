@@ -155,6 +155,8 @@ class MaskedTokenDataset(IterableDataset):
         steps: int | None = None,
         rank: int = 0,
         world_size: int = 1,
+        focus: Sequence[str] = (),
+        focus_prob: float = 0.0,
     ):
         if batch_size % world_size:
             raise ValueError(f"batch_size {batch_size} is not divisible by world size {world_size}")
@@ -163,6 +165,7 @@ class MaskedTokenDataset(IterableDataset):
         self.input_budget, self.target_budget, self.alpha = input_budget, target_budget, alpha
         self.chunk_rows, self.start_step, self.steps = chunk_rows, start_step, steps
         self.rank, self.world_size = rank, world_size
+        self.focus, self.focus_prob = tuple(focus), focus_prob
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
@@ -181,7 +184,8 @@ class MaskedTokenDataset(IterableDataset):
             batch = mask_batch(
                 ids[sl], take_rows(dense, sl), self.key_names,
                 input_budget=self.input_budget, target_budget=self.target_budget,
-                alpha=self.alpha, seed=self.seed, step=step,
+                alpha=self.alpha, seed=self.seed, step=step, focus=self.focus,
+                focus_prob=self.focus_prob,
             )
             batch["step"] = step
             yield batch
@@ -197,6 +201,8 @@ def validation_batches(
     target_budget: int,
     alpha: float,
     seed: int,
+    focus: Sequence[str] = (),
+    focus_prob: float = 0.0,
 ) -> list[dict[str, np.ndarray]]:
     """Fixed masked batches of the validation rows (same masks at every evaluation)."""
     out = []
@@ -206,6 +212,7 @@ def validation_batches(
             mask_batch(
                 ids[sl], take_rows(dense, sl), key_names, input_budget=input_budget,
                 target_budget=target_budget, alpha=alpha, seed=seed, step=VAL_STEP,
+                focus=focus, focus_prob=focus_prob,
             )
         )
     return out

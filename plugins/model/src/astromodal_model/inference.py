@@ -104,7 +104,7 @@ def iter_predictions(
     progress: bool = True,
 ) -> Iterator[dict[str, np.ndarray]]:
     """Per batch of store rows, the columns :func:`predict_store` returns."""
-    from .values import distribution_moments, restrict_probs, token_values
+    from .values import distribution_moments, distribution_quantile, restrict_probs, token_values
 
     if target not in model.token_keys:
         raise DataError(f"unknown target key {target!r}; the model knows {sorted(model.token_keys)}")
@@ -119,6 +119,7 @@ def iter_predictions(
         out = {"id": ids, "token": probs.argmax(-1), "prob": probs.max(-1).astype(np.float32)}
         if values is not None:
             out["mean"], out["std"] = distribution_moments(probs, values, key)
+            out["median"] = distribution_quantile(probs, values, key, 0.5)
         if key.layout == "scalar":
             out = {k: (v[:, 0] if v.ndim == 2 else v) for k, v in out.items()}
         yield out
@@ -138,8 +139,9 @@ def predict_store(
     """Predictions of ``target`` for every store row, from the other keys, in memory.
 
     Returns ``id``, ``token`` (most probable id, (n, L)), ``prob`` (its probability) and, when
-    ``codec`` gives bin values (see :mod:`astromodal_model.values`), ``mean`` and ``std``;
-    ids without a bin value get probability zero. A scalar target gives (n,) arrays.
+    ``codec`` gives bin values (see :mod:`astromodal_model.values`), ``mean``, ``std`` and
+    ``median`` of the predicted distribution in physical units (prefer the median for a
+    multimodal target such as redshift); ids without a bin value get probability zero. A scalar target gives (n,) arrays.
     :func:`write_predictions` streams the same columns to a file.
     """
     parts: dict[str, list[np.ndarray]] = {}
@@ -244,7 +246,7 @@ def write_predictions(
     shape: tuple[int, ...] = (0,) if key is None or key.layout == "scalar" else (0, key_length(key))
     empty = {id_col: np.zeros(0, np.int64), "token": np.zeros(shape, np.int64), "prob": np.zeros(shape, np.float32)}
     if codec is not None:
-        empty.update(mean=np.zeros(shape), std=np.zeros(shape))
+        empty.update(mean=np.zeros(shape), std=np.zeros(shape), median=np.zeros(shape))
     _, rows = write_batches(out, batches, empty)
     return rows, list(empty)
 

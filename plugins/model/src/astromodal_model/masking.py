@@ -5,6 +5,11 @@ proportions drawn from a symmetric Dirichlet(alpha); the target budget is split 
 (an independent draw) over the tokens not chosen as inputs. Randomness comes from a generator
 seeded by ``(seed, step, row id)``, so a row is masked the same way whatever process or data
 loader worker handles it (single-process and DDP training see the same batches).
+
+``focus`` keys are the ones a user will ask :meth:`AstroModel.predict` for: with probability
+``focus_prob`` a row holding any of them takes all their tokens (up to the target budget) as
+targets and draws its inputs from its other keys only, an equal share of the input budget per
+key, the setting prediction runs in.
 """
 
 from __future__ import annotations
@@ -63,6 +68,8 @@ def mask_batch(
     alpha: float = 1.0,
     seed: int = 0,
     step: int = 0,
+    focus: Sequence[str] = (),
+    focus_prob: float = 0.0,
 ) -> dict[str, np.ndarray]:
     """A training batch: ``enc_*`` (B, E) and ``dec_*`` (B, T) arrays (see ``AstroModel.loss_terms``).
 
@@ -70,6 +77,7 @@ def mask_batch(
     """
     index = {k: i for i, k in enumerate(key_names)}
     names = [k for k in dense if k in index]
+    focus_set = set(focus)
     B = len(ids)
     enc_rows: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     dec_rows: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
@@ -82,11 +90,18 @@ def mask_batch(
             dec_rows.append((np.zeros(0, np.int64),) * 3)
             continue
         caps = np.array([len(p) for _, p in avail])
-        b_in, b_tgt = split_budgets(int(caps.sum()), input_budget, target_budget)
         ones = np.full(len(avail), float(alpha))
-        n_in = allocate(b_in, rng.dirichlet(ones), caps, rng)
-        perms = [rng.permutation(p) for _, p in avail]
-        n_tgt = allocate(b_tgt, rng.dirichlet(ones), caps - n_in, rng)
+        focused = np.array([k in focus_set for k, _ in avail])
+        if focus_set and focus_prob > 0 and rng.random() < focus_prob and focused.any() and not focused.all():
+            # predict the focus keys from an equal share of every other key, as predict() does
+            n_tgt = allocate(target_budget, focused.astype(float), np.where(focused, caps, 0), rng)
+            n_in = allocate(input_budget, (~focused).astype(float), np.where(focused, 0, caps), rng)
+            perms = [rng.permutation(p) for _, p in avail]
+        else:
+            b_in, b_tgt = split_budgets(int(caps.sum()), input_budget, target_budget)
+            n_in = allocate(b_in, rng.dirichlet(ones), caps, rng)
+            perms = [rng.permutation(p) for _, p in avail]
+            n_tgt = allocate(b_tgt, rng.dirichlet(ones), caps - n_in, rng)
         ek, ep, et, dk, dp, dt = [], [], [], [], [], []
         for (k, _), perm, a, b in zip(avail, perms, n_in, n_tgt):
             row = dense[k][i]

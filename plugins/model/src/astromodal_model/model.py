@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -78,6 +79,10 @@ class AstroModel(nn.Module):
         self.token_embed = nn.ModuleDict(
             {n: nn.Embedding(k.vocab_size, d) for n, k in self.token_keys.items()}
         )
+        n_feat = config.ordinal_features
+        self.value_embed = nn.ModuleDict(
+            {n: nn.Linear(n_feat, d, bias=False) for n, k in self.token_keys.items() if k.ordinal and n_feat}
+        )
         self.modality_embed = nn.Embedding(len(self.key_names), d)
         tables = [key_positions(k, d) for k in self.token_keys.values()]
         offsets = np.cumsum([0] + [len(t) for t in tables[:-1]])
@@ -121,7 +126,7 @@ class AstroModel(nn.Module):
 
     def num_parameters(self, *, non_embedding: bool = False) -> int:
         """Parameter count; ``non_embedding`` leaves out token tables and output heads."""
-        skip = ("token_embed.", "heads.") if non_embedding else ()
+        skip = ("token_embed.", "value_embed.", "heads.") if non_embedding else ()
         return sum(p.numel() for n, p in self.named_parameters() if not n.startswith(skip))
 
     # token layout ---------------------------------------------------------------------------
@@ -184,7 +189,12 @@ class AstroModel(nn.Module):
         parts, where = [], []
         for k in torch.unique(flat_key[flat_valid]).tolist():
             sel = torch.nonzero(flat_valid & (flat_key == k)).squeeze(1)
-            parts.append(self.token_embed[self.key_names[k]](flat_tok[sel]))
+            name = self.key_names[k]
+            ids = flat_tok[sel]
+            e = self.token_embed[name](ids)
+            if name in self.value_embed:
+                e = e + self.value_embed[name](ordinal_features(ids, self.token_keys[name], self.config.ordinal_features))
+            parts.append(e)
             where.append(sel)
         x = torch.zeros(B * S, self.config.dim, device=tok.device, dtype=self.query.dtype)
         if parts:
@@ -353,11 +363,15 @@ class AstroModel(nn.Module):
         return mean, std
 
     # training path --------------------------------------------------------------------------
-    def loss_terms(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def loss_terms(
+        self, batch: Mapping[str, torch.Tensor], *, ordinal_smoothing: float = 0.0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-key summed cross entropy and target counts (K,) for a masked training batch.
 
         ``batch`` holds ``enc_tok, enc_key, enc_pos, enc_valid`` (B, E) and
         ``dec_key, dec_pos, dec_valid, dec_tgt`` (B, T), as made by :mod:`astromodal_model.masking`.
+        ``ordinal_smoothing`` > 0 trains ordinal keys against a Gaussian of that width (in ids)
+        around the true id instead of the id alone, so a near miss costs less than a far one.
         """
         ctx = self._encode(batch["enc_tok"], batch["enc_key"], batch["enc_pos"], batch["enc_valid"])
         h = self._decode(ctx, batch["enc_valid"], batch["dec_key"], batch["dec_pos"], batch["dec_valid"])
@@ -367,8 +381,13 @@ class AstroModel(nn.Module):
         dk, dv, tgt = batch["dec_key"], batch["dec_valid"], batch["dec_tgt"]
         for k in torch.unique(dk[dv]).tolist():
             sel = dv & (dk == k)
-            logits = self.heads[self.key_names[k]](h[sel]).float()
-            loss = F.cross_entropy(logits, tgt[sel], reduction="sum")
+            name = self.key_names[k]
+            logits = self.heads[name](h[sel]).float()
+            if ordinal_smoothing > 0 and self.token_keys[name].ordinal:
+                soft = ordinal_targets(tgt[sel], self.token_keys[name], ordinal_smoothing)
+                loss = F.cross_entropy(logits, soft, reduction="sum")
+            else:
+                loss = F.cross_entropy(logits, tgt[sel], reduction="sum")
             sums = sums.index_add(0, torch.tensor([k], device=h.device), loss[None])
             counts[k] = sel.sum()
         return sums, counts
@@ -455,6 +474,33 @@ class AstroModel(nn.Module):
         """Raise :class:`IncompatibleKeyError` if ``token_keys`` (e.g. a store's) differ from the model's."""
         shared = {n: k for n, k in self.token_keys.items() if n in token_keys}
         check_keys_match(shared, token_keys, where=where, recorded_fingerprints=self.fingerprints, fingerprints=fingerprints)
+
+
+def ordinal_features(ids: torch.Tensor, key: TokenKey, n_features: int) -> torch.Tensor:
+    """Fixed Fourier features (n, n_features) of an ordinal key's ids scaled to [0, 1].
+
+    Frequencies are log-spaced from half a turn over the whole range up to one turn per
+    four ids, so neighbouring ids get nearby features at every scale.
+    """
+    half = n_features // 2
+    top = max(1, key.vocab_size - 1)
+    u = ids.to(torch.float32) / top
+    hi = max(1.0, top / 4.0)
+    freq = math.pi * hi ** (torch.arange(half, device=ids.device, dtype=torch.float32) / max(1, half - 1))
+    ang = u[:, None] * freq[None, :]
+    out = torch.cat([torch.sin(ang), torch.cos(ang)], dim=1)
+    if out.shape[1] < n_features:
+        out = F.pad(out, (0, n_features - out.shape[1]))
+    return out
+
+
+def ordinal_targets(target: torch.Tensor, key: TokenKey, width: float) -> torch.Tensor:
+    """Soft targets (n, vocab): a Gaussian of ``width`` ids around each target, mask id excluded."""
+    ids = torch.arange(key.vocab_size, device=target.device, dtype=torch.float32)
+    w = torch.exp(-0.5 * ((ids[None, :] - target[:, None].float()) / width) ** 2)
+    if key.mask_token is not None:
+        w[:, key.mask_token] = 0.0
+    return w / w.sum(1, keepdim=True)
 
 
 def _rows(value: Any) -> int:

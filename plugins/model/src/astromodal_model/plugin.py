@@ -110,7 +110,7 @@ def astromodal_register_commands(cli: Any) -> None:
     @click.option("--model", "model_dir", required=True, help="Directory written by save_pretrained.")
     @click.option("--tokens", "tokens", required=True, help="Token store (parquet).")
     @click.option("--target", required=True, help="Token key to predict, e.g. tok_z.")
-    @click.option("--out", "out", required=True, help="Output parquet: id, token, prob (+ mean, std).")
+    @click.option("--out", "out", required=True, help="Output parquet: id, token, prob (+ mean, std, median).")
     @click.option("--values", default=None, help=".npy/.npz of per-token physical values (npz: one array per key).")
     @click.option("--tokenizer", default=None, help="SECTION=PATH of a saved tokenizer giving bin values.")
     @click.option("--batch-size", default=256, show_default=True)

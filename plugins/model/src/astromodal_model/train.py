@@ -40,12 +40,13 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 class _LossModule(nn.Module):
     """Wraps the model so DistributedDataParallel hooks the training forward."""
 
-    def __init__(self, model: AstroModel):
+    def __init__(self, model: AstroModel, ordinal_smoothing: float = 0.0):
         super().__init__()
         self.model = model
+        self.ordinal_smoothing = ordinal_smoothing
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.model.loss_terms(batch)
+        return self.model.loss_terms(batch, ordinal_smoothing=self.ordinal_smoothing)
 
 
 def _dist() -> tuple[int, int]:
@@ -215,7 +216,12 @@ def train_model(
     ckpt = out_dir / CHECKPOINT_FILE
     if resume and ckpt.is_file():
         start, history = load_checkpoint(ckpt, model, opt)
-    wrapped: nn.Module = _LossModule(model)
+    focus = list(tconf.focus_keys or [])
+    unknown = [k for k in focus if k not in keys]
+    if unknown:
+        raise ConfigError(f"train config: focus key {unknown[0]!r} is not a trained token key; "
+                          f"keys: {sorted(keys)}")
+    wrapped: nn.Module = _LossModule(model, tconf.ordinal_smoothing)
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
@@ -229,7 +235,7 @@ def train_model(
     val_batches = [] if val is None else validation_batches(
         *val, model.key_names, batch_size=max(1, tconf.batch_size // world),
         input_budget=tconf.input_budget, target_budget=tconf.target_budget,
-        alpha=tconf.dirichlet_alpha, seed=tconf.seed,
+        alpha=tconf.dirichlet_alpha, seed=tconf.seed, focus=focus, focus_prob=tconf.focus_prob,
     )
     remaining = tconf.steps - start
     dataset = MaskedTokenDataset(
@@ -237,6 +243,7 @@ def train_model(
         input_budget=tconf.input_budget, target_budget=tconf.target_budget,
         alpha=tconf.dirichlet_alpha, seed=tconf.seed, val_fraction=tconf.val_fraction,
         chunk_rows=tconf.chunk_rows, start_step=start, steps=max(remaining, 0), rank=rank, world_size=world,
+        focus=focus, focus_prob=tconf.focus_prob,
     )
     loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=tconf.num_workers)
     from tqdm.auto import tqdm

@@ -125,3 +125,23 @@ def distribution_moments(
     var = (p * (v - mean[..., None]) ** 2).sum(-1)
     std = np.sqrt(np.clip(var, 0.0, None))
     return np.where(empty, np.nan, mean), np.where(empty, np.nan, std)
+
+
+def distribution_quantile(
+    probs: np.ndarray, values: np.ndarray, key: TokenKey, q: float = 0.5
+) -> np.ndarray:
+    """The ``q`` quantile of ``probs`` (..., vocab) over ``values`` (vocab,): the smallest
+    value whose cumulative probability reaches ``q`` (NaN-valued ids get no weight).
+
+    The median (``q=0.5``) is the point estimate to use for a multimodal distribution such
+    as a photometric redshift, whose mean can fall between the modes.
+    """
+    if not 0.0 <= q <= 1.0:
+        raise ValueError(f"quantile must be in [0, 1], got {q}")
+    p = restrict_probs(probs, values, key)
+    order = np.argsort(np.where(np.isfinite(values), values, np.inf), kind="stable")
+    cdf = np.cumsum(p[..., order], axis=-1)
+    empty = cdf[..., -1] == 0
+    idx = np.minimum((cdf < q * cdf[..., -1:] - 1e-12).sum(-1), len(order) - 1)
+    out = np.asarray(values, dtype=np.float64)[order][idx]
+    return np.where(empty, np.nan, out)

@@ -69,7 +69,7 @@ class SpectrumGroupCodec(Codec):
                      max_length=length, modality=modality, mask_token=m.codebook_size,
                      description=f"{m.spec['name']}: k-means tokens of {m.patch} point(s) each"),
             TokenKey(f"{self.key}_norm", m.norm_bins + 1, "scalar", modality=modality,
-                     mask_token=m.norm_bins,
+                     mask_token=m.norm_bins, ordinal=True,
                      description=f"{m.spec['name']}: per-object normalisation"),
         )
 

@@ -17,7 +17,7 @@ def _pair(key: str, layout: str, length: int, modality: str, what: str) -> list[
         TokenKey(key, DEFAULT_CODEBOOK + 1, layout, max_length=length, modality=modality,
                  mask_token=DEFAULT_CODEBOOK, description=f"{what}: k-means tokens, one per point"),
         TokenKey(f"{key}_norm", DEFAULT_NORM_BINS + 1, "scalar", modality=modality,
-                 mask_token=DEFAULT_NORM_BINS, description=f"{what}: per-object normalisation"),
+                 mask_token=DEFAULT_NORM_BINS, ordinal=True, description=f"{what}: per-object normalisation"),
     ]
 
 

@@ -128,6 +128,7 @@ class ScalarColumnCodec(Codec):
                 modality=self.modalities[0].name,
                 description=f"quantile bins of {self.column}; {self.n_bins} = missing",
                 mask_token=self.n_bins,
+                ordinal=True,
             ),
         )
 
