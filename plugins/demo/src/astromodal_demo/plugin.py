@@ -17,7 +17,7 @@ def astromodal_register_commands(cli: Any) -> None:
     @click.option("--seed", default=0, show_default=True, help="Seed of the sky and of every training step.")
     @click.option("--files", "n_files", default=4, show_default=True, help="Datacube files to split the sky into.")
     @click.option("--cutout-size", default=32, show_default=True, help="Cutout side in pixels.")
-    @click.option("--steps", default=400, show_default=True, help="Training steps of the tiny model.")
+    @click.option("--steps", default=1200, show_default=True, help="Training steps of the tiny model.")
     @click.option("--workers", type=int, default=None, help="Local worker processes (default: all cores).")
     @click.option("--no-model", is_flag=True, help="Stop after the tokenizers (as without astromodal-model).")
     @click.option("--quiet", is_flag=True, help="No progress bars.")

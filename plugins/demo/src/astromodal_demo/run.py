@@ -103,7 +103,7 @@ def run_demo(
     seed: int = 0,
     n_files: int = 4,
     cutout_size: int = 32,
-    steps: int = 400,
+    steps: int = 1200,
     workers: int | None = None,
     with_model: bool | None = None,
     progress: bool = True,
@@ -204,8 +204,8 @@ def run_demo(
         summary["model"] = {
             "parameters": model_result["parameters"],
             "final_loss": model_result["history"]["loss"][-1] if model_result["history"]["loss"] else None,
-            "tasks": {k: {"target": t["target"], "model": t["model"], "knn": t["knn"],
-                          "knn_catalogue": t["knn_catalogue"]}
+            "tasks": {k: {"target": t["target"], "model": t["model"], "model_mean": t["model_mean"],
+                          "knn": t["knn"], "knn_catalogue": t["knn_catalogue"]}
                       for k, t in model_result["tasks"].items()},
             "embedding": model_result["embedding"],
         }
