@@ -197,3 +197,40 @@ def test_cli_train_embed_predict(store, test_store, tmp_path):
     cfg.write_text("preset: tiny\nsteps: 3\nbogus: 1\n")
     r = runner.invoke(cli, ["train", "--tokens", str(store), "--config", str(cfg), "--out", str(tmp_path / "r2")])
     assert r.exit_code != 0 and "bogus" in str(r.exception)
+
+
+def test_predict_exclude_leaves_keys_out_of_the_inputs(trained, test_store, tmp_path):
+    model, _, out = trained
+    full = predict_store(model, test_store, "tok_t_c", codec=np.arange(16.0), progress=False)
+    without = predict_store(model, test_store, "tok_t_c", codec=np.arange(16.0), progress=False,
+                            exclude=["tok_t_a", "tok_t_b"])
+    # the same as asking the model with those keys absent
+    _, cols = read_token_store(test_store)
+    direct = model.predict({k: v for k, v in cols.items() if k not in ("tok_t_a", "tok_t_b", "tok_t_c")},
+                           "tok_t_c")[:, 0].numpy()
+    assert np.array_equal(without["token"], direct.argmax(1))
+    assert np.allclose(without["prob"], direct.max(1), atol=1e-5)
+    assert not np.allclose(full["mean"], without["mean"])
+    with pytest.raises(DataError, match="exclude: unknown token key 'tok_nope'"):
+        predict_store(model, test_store, "tok_t_c", progress=False, exclude=["tok_nope"])
+    _load_plugin_commands()
+    r = CliRunner().invoke(cli, [
+        "predict", "--model", str(out / "model"), "--tokens", str(test_store), "--target", "tok_t_c",
+        "--out", str(tmp_path / "p.parquet"), "--exclude", "tok_t_a", "--exclude", "tok_t_b", "--quiet", "--json"])
+    assert r.exit_code == 0, r.output
+    assert np.array_equal(pq.read_table(tmp_path / "p.parquet").column("token").to_numpy(), without["token"])
+
+
+def test_smoothing_on_a_store_without_ordinal_keys_warns(store, tmp_path):
+    with pytest.warns(UserWarning, match="ordinal_smoothing has no effect"):
+        train_model(store, "tiny", tmp_path / "run", train_config={"steps": 1, "ordinal_smoothing": 1.0},
+                    progress=False)
+
+
+def test_a_model_cast_to_bfloat16_embeds_ordinal_keys():
+    from astromodal_core import TokenKey
+
+    keys = {"tok_o": TokenKey("tok_o", 9, "scalar", mask_token=8, ordinal=True)}
+    model = AstroModel.from_registry("tiny", token_keys=list(keys.values())).to(torch.bfloat16)
+    out = model.embed({"tok_o": torch.tensor([1, 5])})
+    assert out.dtype == torch.bfloat16 and out.shape == (2, 64)

@@ -1,9 +1,10 @@
 """The model part of the demo: train on a store whose test-set targets are hidden, predict
 redshift and a held-out band, compare with scikit-learn kNN baselines, embedding neighbours.
 
-The model's point estimate is the median of its predicted distribution. The kNN baseline
-gets the same photometric inputs as the model (the bin values of the other bands' tokens);
-a second kNN on the catalogue's unbinned magnitudes shows what the binning itself costs.
+The model's point estimate is the median of its predicted distribution, and neither hidden key
+is among its inputs. The kNN baseline gets the model's photometric inputs (the bin values of
+the other bands' tokens; the model also has the object's other modalities); a second kNN on
+the catalogue's unbinned magnitudes shows what the binning itself costs.
 """
 
 from __future__ import annotations
@@ -110,8 +111,9 @@ def token_photometry_features(store: PathLike, scalar_tok: Any, bands: Sequence[
     order of ``ids`` (missing tokens set to the faintest bin value seen, as for magnitudes)."""
     cols = [f"mag_pstotal_{b}" for b in bands]
     values = bin_values(scalar_tok, cols)
-    table = pq.read_table(store, columns=["id", *[f"tok_{c}" for c in cols]])
-    where = {int(v): i for i, v in enumerate(table.column("id").to_numpy())}
+    id_col = store_metadata(store)["id_col"]
+    table = pq.read_table(store, columns=[id_col, *[f"tok_{c}" for c in cols]])
+    where = {int(v): i for i, v in enumerate(table.column(id_col).to_numpy())}
     order = np.array([where[int(i)] for i in ids])
     feats = []
     for c in cols:
@@ -159,8 +161,9 @@ def train_and_evaluate(
     for key, true_name, kind in (("tok_z", "z", "z"), (band_key, f"mag_pstotal_{held_out_band}", "mag")):
         if key not in hide:
             continue
+        # neither hidden key is an input: the kNN baselines do not see the other one either
         pred = predict_store(model, out / "test_tokens.parquet", key, codec=values,
-                             progress=progress, seed=seed)
+                             progress=progress, seed=seed, exclude=hide)
         rows = np.array([pos[int(i)] for i in pred["id"]])
         true = np.asarray(truth[true_name], dtype=np.float64)
         valid_all = np.isfinite(true) & (np.abs(true) < 99)

@@ -113,10 +113,11 @@ def write_report(out: Path, summary: Mapping[str, Any]) -> str:
                   "so the others stay far from converged in a short CPU run; raise --steps for a better "
                   "model). Test objects (20%, chosen by a hash "
                   "of the id) had their redshift and held-out band tokens hidden during training. "
-                  "The model's estimate is the median of its predicted distribution. The kNN baseline "
-                  "(scikit-learn, k = 10) sees the same photometric inputs as the model, the bin values "
-                  "of the other bands' tokens; kNN on the catalogue's unbinned magnitudes shows what "
-                  "the binning itself costs.")
+                  "The model's estimate is the median of its predicted distribution; neither hidden key "
+                  "is among its inputs. The kNN baseline (scikit-learn, k = 10) gets the model's "
+                  "photometric inputs, the bin values of the other bands' tokens (the model also has the "
+                  "object's other modalities); kNN on the catalogue's unbinned magnitudes shows what the "
+                  "binning itself costs.")
         md += ["", "| target | metric | model | kNN (same inputs) | kNN (catalogue mags) | n |",
                "|---|---|---|---|---|---|"]
         for t in model["tasks"].values():

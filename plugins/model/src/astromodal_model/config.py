@@ -82,7 +82,8 @@ class TrainConfig:
     ``focus_keys`` / ``focus_prob``: with probability ``focus_prob`` a row holding any focus
     key predicts those keys from its other keys (the setting :meth:`AstroModel.predict` uses);
     other rows are masked the 4M way. ``ordinal_smoothing``: width in ids of the Gaussian soft
-    targets of ordinal keys (0: plain cross entropy).
+    targets of ordinal keys (0: plain cross entropy); the training loss then includes the soft
+    targets' own entropy, while validation reports plain cross entropy.
     """
 
     steps: int = 1000

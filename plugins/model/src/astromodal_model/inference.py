@@ -102,15 +102,20 @@ def iter_predictions(
     num_encoder_tokens: int = 600,
     seed: int = 0,
     progress: bool = True,
+    exclude: Iterable[str] = (),
 ) -> Iterator[dict[str, np.ndarray]]:
     """Per batch of store rows, the columns :func:`predict_store` returns."""
     from .values import distribution_moments, distribution_quantile, restrict_probs, token_values
 
     if target not in model.token_keys:
         raise DataError(f"unknown target key {target!r}; the model knows {sorted(model.token_keys)}")
+    exclude = tuple(exclude)
+    unknown = [k for k in exclude if k not in model.token_keys]
+    if unknown:
+        raise DataError(f"exclude: unknown token key {unknown[0]!r}; the model knows {sorted(model.token_keys)}")
     model.eval()
     key = model.token_keys[target]
-    keys = _store_keys(model, store_path, exclude=(target,))
+    keys = _store_keys(model, store_path, exclude=(target, *exclude))
     values = token_values(codec, key) if codec is not None else None
     for ids, tokens in _batches(model, store_path, keys, batch_size, progress, "predict"):
         probs = model.predict(tokens, target, num_encoder_tokens, generator=seed).cpu().numpy()
@@ -135,8 +140,12 @@ def predict_store(
     num_encoder_tokens: int = 600,
     seed: int = 0,
     progress: bool = True,
+    exclude: Iterable[str] = (),
 ) -> dict[str, np.ndarray]:
     """Predictions of ``target`` for every store row, from the other keys, in memory.
+
+    ``exclude`` names store keys not to use as inputs (besides the target), e.g. to predict a
+    redshift from photometry alone or to leave out another key that is hidden at test time.
 
     Returns ``id``, ``token`` (most probable id, (n, L)), ``prob`` (its probability) and, when
     ``codec`` gives bin values (see :mod:`astromodal_model.values`), ``mean``, ``std`` and
@@ -147,7 +156,7 @@ def predict_store(
     parts: dict[str, list[np.ndarray]] = {}
     for batch in iter_predictions(
         model, store_path, target, codec=codec, batch_size=batch_size,
-        num_encoder_tokens=num_encoder_tokens, seed=seed, progress=progress,
+        num_encoder_tokens=num_encoder_tokens, seed=seed, progress=progress, exclude=exclude,
     ):
         for k, v in batch.items():
             parts.setdefault(k, []).append(v)
@@ -230,6 +239,7 @@ def write_predictions(
     num_encoder_tokens: int = 600,
     seed: int = 0,
     progress: bool = True,
+    exclude: Iterable[str] = (),
 ) -> tuple[int, list[str]]:
     """Write :func:`predict_store`'s columns (``id`` named ``id_col``) batch by batch;
     returns ``(rows, column names)``."""
@@ -239,7 +249,7 @@ def write_predictions(
         {id_col: b.pop("id"), **b}
         for b in iter_predictions(
             model, store_path, target, codec=codec, batch_size=batch_size,
-            num_encoder_tokens=num_encoder_tokens, seed=seed, progress=progress,
+            num_encoder_tokens=num_encoder_tokens, seed=seed, progress=progress, exclude=exclude,
         )
     )
     key = model.token_keys.get(target)

@@ -9,7 +9,8 @@ loader worker handles it (single-process and DDP training see the same batches).
 ``focus`` keys are the ones a user will ask :meth:`AstroModel.predict` for: with probability
 ``focus_prob`` a row holding any of them takes all their tokens (up to the target budget) as
 targets and draws its inputs from its other keys only, an equal share of the input budget per
-key, the setting prediction runs in.
+key: the selection rule of ``predict`` (within the training input budget), with every focus key
+hidden, as when they are all unknown at prediction time.
 """
 
 from __future__ import annotations

@@ -193,7 +193,9 @@ class AstroModel(nn.Module):
             ids = flat_tok[sel]
             e = self.token_embed[name](ids)
             if name in self.value_embed:
-                e = e + self.value_embed[name](ordinal_features(ids, self.token_keys[name], self.config.ordinal_features))
+                proj = self.value_embed[name]
+                feats = ordinal_features(ids, self.token_keys[name], self.config.ordinal_features)
+                e = e + proj(feats.to(proj.weight.dtype))
             parts.append(e)
             where.append(sel)
         x = torch.zeros(B * S, self.config.dim, device=tok.device, dtype=self.query.dtype)
@@ -480,7 +482,7 @@ def ordinal_features(ids: torch.Tensor, key: TokenKey, n_features: int) -> torch
     """Fixed Fourier features (n, n_features) of an ordinal key's ids scaled to [0, 1].
 
     Frequencies are log-spaced from half a turn over the whole range up to one turn per
-    four ids, so neighbouring ids get nearby features at every scale.
+    eight ids, so neighbouring ids get nearby features at every scale.
     """
     half = n_features // 2
     top = max(1, key.vocab_size - 1)

@@ -115,11 +115,13 @@ def astromodal_register_commands(cli: Any) -> None:
     @click.option("--tokenizer", default=None, help="SECTION=PATH of a saved tokenizer giving bin values.")
     @click.option("--batch-size", default=256, show_default=True)
     @click.option("--num-encoder-tokens", default=600, show_default=True)
+    @click.option("--exclude", multiple=True, metavar="KEY",
+                  help="A token key not to use as input (repeatable), e.g. --exclude tok_spectrum_desi_b.")
     @click.option("--quiet", is_flag=True, help="No progress bar.")
     @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary for scripts.")
     def predict(
         model_dir: str, tokens: str, target: str, out: str, values: str | None, tokenizer: str | None,
-        batch_size: int, num_encoder_tokens: int, quiet: bool, as_json: bool,
+        batch_size: int, num_encoder_tokens: int, exclude: tuple[str, ...], quiet: bool, as_json: bool,
     ) -> None:
         """Predict one token key for every row of a token store from its other keys."""
         from astromodal_core.store import store_metadata
@@ -132,7 +134,7 @@ def astromodal_register_commands(cli: Any) -> None:
         codec = _load_values(values, tokenizer)
         rows, columns = write_predictions(
             model, tokens, target, out, id_col=meta["id_col"], codec=codec, batch_size=batch_size,
-            num_encoder_tokens=num_encoder_tokens, progress=not quiet,
+            num_encoder_tokens=num_encoder_tokens, progress=not quiet, exclude=exclude,
         )
         summary = {"out": out, "rows": int(rows), "target": target, "columns": columns}
         if as_json:

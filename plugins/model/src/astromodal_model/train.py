@@ -216,6 +216,13 @@ def train_model(
     ckpt = out_dir / CHECKPOINT_FILE
     if resume and ckpt.is_file():
         start, history = load_checkpoint(ckpt, model, opt)
+    if tconf.ordinal_smoothing > 0 and not any(k.ordinal for k in keys.values()):
+        import warnings
+
+        warnings.warn(
+            f"{store_path}: ordinal_smoothing has no effect: no trained token key is ordinal "
+            "(a store encoded before TokenKey.ordinal existed? re-encode it)", stacklevel=2,
+        )
     focus = list(tconf.focus_keys or [])
     unknown = [k for k in focus if k not in keys]
     if unknown:
