@@ -2,8 +2,9 @@
 
 Runs on the output of ``astromodal demo`` (its datacube, tokenizers and token store): for each
 variant, the tiny model is trained on the store with the test rows' redshift and J0660 tokens
-hidden, then predicts them; scikit-learn kNN (k = 10) gets the same photometric inputs (the bin
-values of the other bands' tokens) and, as a reference, the unbinned catalogue magnitudes. All
+hidden, then predicts them with neither hidden key as input; scikit-learn kNN (k = 10) gets the
+model's photometric inputs (the bin values of the other bands' tokens; the model also has the
+other modalities) and, as a reference, the unbinned catalogue magnitudes. All
 in the same run, on the same test rows. Variants, each adding one thing to the one before:
 
 - ``plain``: 4M masking only (input budget 128), no ordinal features: the previous demo model;
@@ -97,7 +98,7 @@ def main() -> None:
               f"{100 * z['model_mean']['outliers']:.1f}% | {m['model']['median_abs']:.3f} |")
     z, m = rows[-1][2]["tok_z"], rows[-1][2][f"tok_mag_pstotal_{HELD_OUT_BAND}"]
     for name in ("knn", "knn_catalogue"):
-        print(f"| kNN ({'same inputs' if name == 'knn' else 'catalogue mags'}) | - | {z[name]['sigma_nmad']:.3f} | "
+        print(f"| kNN ({'photometric tokens' if name == 'knn' else 'catalogue mags'}) | - | {z[name]['sigma_nmad']:.3f} | "
               f"{100 * z[name]['outliers']:.1f}% | - | {m[name]['median_abs']:.3f} |")
     print(f"\nn = {z['model']['n']} test objects with a redshift, {m['model']['n']} with J0660")
 
