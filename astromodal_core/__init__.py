@@ -22,6 +22,8 @@ from .hookspecs import hookimpl
 from .manager import CodecManager
 from .modality import Modality, TokenKey, array_field
 from .registry import get_registry, register_plugin, unregister
+from .tokenizer import Tokenizer
+from .tokenizer_set import TokenizerSet
 
 __all__ = [
     "AstromodalError",
@@ -39,6 +41,8 @@ __all__ = [
     "RegistrationError",
     "TokenKey",
     "TokenKeyError",
+    "Tokenizer",
+    "TokenizerSet",
     "__version__",
     "array_field",
     "get_registry",

@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import tempfile
 import zipfile
 from collections.abc import Iterator, Mapping
@@ -25,17 +26,102 @@ FORMAT_VERSION = 1
 _META = ("__config__", "__format_version__", "__kind__", "__fingerprint__")
 
 
+_TMP_RE = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[A-Za-z0-9_]+\.tmp")
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+def clean_stale_temps(path: str | os.PathLike[str]) -> list[Path]:
+    """Remove temporary files a killed write of ``path`` left beside it; return them.
+
+    A temporary file is ``.<name>.<pid>.<random>.tmp*``; one whose writer process is still
+    alive (a concurrent writer) is left alone.
+    """
+    path = Path(path)
+    removed: list[Path] = []
+    if not path.parent.is_dir():
+        return removed
+    prefix = f".{path.name}."
+    for entry in path.parent.iterdir():
+        if not entry.name.startswith(prefix):
+            continue
+        m = _TMP_RE.match(entry.name)
+        if m is None or m.group("name") != path.name or _pid_alive(int(m.group("pid"))):
+            continue
+        with contextlib.suppress(OSError):
+            if entry.is_dir() and not entry.is_symlink():
+                import shutil
+
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+            removed.append(entry)
+    return removed
+
+
+def fsync_dir(directory: str | os.PathLike[str]) -> None:
+    """Flush a directory entry (a rename) to disk where the platform allows it."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str], suffix: str = "") -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it over ``path`` only on success."""
+    """Yield a temporary path beside ``path``; rename it over ``path`` only on success.
+
+    The temporary file is fsync'ed before the rename and the directory after it, so a crash
+    leaves the old or the new file, never a torn one. Permissions follow the umask (as a plain
+    ``open`` would). Temporary files a killed earlier write left behind are removed first.
+    """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path}: is a directory, expected a file path")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    clean_stale_temps(path)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.name}.{os.getpid()}.", suffix=f".tmp{suffix}", dir=path.parent
+    )
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        if tmp_path.exists():
+            os.chmod(tmp_path, 0o666 & ~_umask())
+            _fsync_file(tmp_path)
         os.replace(tmp_path, path)
+        fsync_dir(path.parent)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -105,6 +191,8 @@ def load_npz(
     path = Path(path)
     if not path.is_file():
         raise CodecFormatError(f"{path}: file not found")
+    if not zipfile.is_zipfile(path):
+        raise CodecFormatError(f"{path}: not an .npz file (no zip archive inside); truncated or corrupt")
     try:
         with np.load(path, allow_pickle=False) as npz:
             names = set(npz.files)
@@ -113,7 +201,10 @@ def load_npz(
                 raise CodecFormatError(
                     f"{path}: not an astromodal file (missing {', '.join(missing)})"
                 )
-            version = int(npz["__format_version__"])
+            raw_version = npz["__format_version__"]
+            if raw_version.shape != () or not np.issubdtype(raw_version.dtype, np.integer):
+                raise CodecFormatError(f"{path}: format_version is not an integer")
+            version = int(raw_version)
             if version > FORMAT_VERSION:
                 raise CodecFormatError(
                     f"{path}: format_version {version} is newer than this astromodal reads "
@@ -171,7 +262,12 @@ def load_safetensors(
             arrays = {k: fh.get_tensor(k) for k in fh.keys()}
     except Exception as exc:  # safetensors raises its own SafetensorError
         raise CodecFormatError(f"{path}: truncated or corrupt safetensors file ({exc})") from exc
-    version = int(meta.get("format_version", "0"))
+    try:
+        version = int(meta.get("format_version", "0"))
+    except ValueError:
+        raise CodecFormatError(
+            f"{path}: format_version {meta.get('format_version')!r} is not an integer"
+        ) from None
     if version > FORMAT_VERSION:
         raise CodecFormatError(
             f"{path}: format_version {version} is newer than this astromodal reads "

@@ -219,3 +219,26 @@ def read_token_store(
     known = meta["token_keys"]
     ids = table.column(meta["id_col"]).to_numpy().astype(np.int64)
     return ids, {k: column_to_numpy(table.column(k), known[k]) for k in keys}
+
+
+def concat_columns(key: TokenKey, parts: Sequence[np.ndarray | Ragged]) -> np.ndarray | Ragged:
+    """Join batches of one key's tokens: arrays along rows, ``(flat, indptr)`` pairs end to end."""
+    if key.layout == "ragged":
+        flats, indptrs, offset = [], [np.zeros(1, dtype=np.int64)], 0
+        for flat, indptr in parts:
+            indptr = np.asarray(indptr, dtype=np.int64)
+            flats.append(np.asarray(flat)[indptr[0] : indptr[-1]])
+            indptrs.append(indptr[1:] - indptr[0] + offset)
+            offset += int(indptr[-1] - indptr[0])
+        flat = np.concatenate(flats).astype(key.dtype) if flats else np.empty(0, dtype=key.dtype)
+        return flat, np.concatenate(indptrs)
+    if not parts:
+        shape = (0,) if key.layout == "scalar" else (0, *(key.shape or (key.max_length,)))
+        return np.empty(shape, dtype=key.dtype)
+    return np.concatenate([np.asarray(p) for p in parts])
+
+
+def source_info(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """What a store records of its input file: resolved path, size and modification time."""
+    st = Path(path).stat()
+    return {"path": str(Path(path).resolve()), "size": int(st.st_size), "mtime_ns": int(st.st_mtime_ns)}

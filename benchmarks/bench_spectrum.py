@@ -61,7 +61,7 @@ def timed(fn):
 
 
 def bench_kmeans(n: int, k: int, rng: np.random.Generator) -> dict:
-    from astromodal_spectra.kmeans import HAVE_NUMBA, assign, fit_kmeans
+    from astromodal_core.kmeans import HAVE_NUMBA, assign, fit_kmeans
 
     x = feature_vectors(n, rng)
     res: dict = {"n": n, "k": k, "d": int(x.shape[1]), "numba": HAVE_NUMBA}

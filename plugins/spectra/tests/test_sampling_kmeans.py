@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from astromodal_spectra import SpectrumTokenizer
-from astromodal_spectra.kmeans import HAVE_NUMBA, assign, fit_kmeans
+from astromodal_core.kmeans import HAVE_NUMBA, assign, fit_kmeans
 from spectra_testdata import SMALL_ARMS, make_datacube
 
 GROUPS = ["desi_b", {"name": "ztf_g", "kind": "ztf_mag_err", "patch_size": 2}]

@@ -9,8 +9,10 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from astromodal_core.jit import njit
 
-@numba.njit(parallel=True, cache=True, error_model="numpy")
+
+@njit(parallel=True, cache=True, error_model="numpy")
 def _asinh_compress(flux, offset, inv_scale, out, n_valid):  # pragma: no cover - compiled
     n, nb, npix = flux.shape
     for i in numba.prange(n):

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .kmeans import assign, fit_kmeans
+from astromodal_core.kmeans import assign, fit_kmeans
 from .points import Points
 
 ABSENT = -20.0

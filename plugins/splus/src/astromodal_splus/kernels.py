@@ -20,6 +20,8 @@ import numpy as np
 try:  # optional dependency: astromodal-splus[fast]
     import numba
 
+    from astromodal_core.jit import njit
+
     HAVE_NUMBA = os.environ.get("ASTROMODAL_SPLUS_NO_NUMBA", "") == ""
 except ImportError:  # pragma: no cover - exercised when numba is absent
     numba = None
@@ -92,7 +94,7 @@ def encode_numpy(
 
 if numba is not None:
 
-    @numba.njit(cache=True, nogil=True)
+    @njit(cache=True, nogil=True)
     def _encode_kernel(x, edges, lut, lo, scale, n_cells, sentinels, mask_token, out):  # pragma: no cover
         n = x.shape[0]
         n_sent = sentinels.shape[0]

@@ -39,6 +39,8 @@ _GRID_COARSE = 8  # coarse cells per axis for the candidate lists
 try:  # numba is a dependency of the plugin, but the code also runs (slower) without it
     import numba
 
+    from .jit import njit
+
     HAVE_NUMBA = True
 except ImportError:  # pragma: no cover - exercised when numba is absent
     HAVE_NUMBA = False
@@ -47,7 +49,7 @@ except ImportError:  # pragma: no cover - exercised when numba is absent
 # ----------------------------------------------------------------------------- numba kernels
 if HAVE_NUMBA:
 
-    @numba.njit(cache=True, inline="always")
+    @njit(cache=True, inline="always")
     def _d2(x, i, c, j):  # the reference arithmetic: float64, features summed in order
         acc = 0.0
         for t in range(x.shape[1]):
@@ -55,7 +57,7 @@ if HAVE_NUMBA:
             acc += diff * diff
         return acc
 
-    @numba.njit(cache=True)
+    @njit(cache=True)
     def _col_min_max(x):
         n, d = x.shape
         parts = max(1, min(64, n // 4096))
@@ -76,7 +78,7 @@ if HAVE_NUMBA:
             out_hi[j] = hi[:, j].max()
         return out_lo, out_hi
 
-    @numba.njit(cache=True)
+    @njit(cache=True)
     def _box_bounds(cell, edges, g, blo, bhi):
         d = edges.shape[0]
         rest = np.int64(cell)
@@ -86,7 +88,7 @@ if HAVE_NUMBA:
             blo[j] = edges[j, t]
             bhi[j] = edges[j, t + 1]
 
-    @numba.njit(cache=True, inline="always")
+    @njit(cache=True, inline="always")
     def _box_min(c, m, blo, bhi):  # squared distance from centroid m to the box
         mn = 0.0
         for j in range(c.shape[1]):
@@ -95,7 +97,7 @@ if HAVE_NUMBA:
             mn += e * e
         return mn
 
-    @numba.njit(cache=True, inline="always")
+    @njit(cache=True, inline="always")
     def _box_max(c, m, blo, bhi):  # squared distance from centroid m to the farthest corner
         mx = 0.0
         for j in range(c.shape[1]):
@@ -104,7 +106,7 @@ if HAVE_NUMBA:
             mx += f * f
         return mx
 
-    @numba.njit(cache=True)
+    @njit(cache=True)
     def _parent_cell(cell, g, f, gp, d):
         rest = np.int64(cell)
         par = 0
@@ -115,7 +117,7 @@ if HAVE_NUMBA:
             mult *= gp
         return par
 
-    @numba.njit(parallel=True, cache=True)
+    @njit(parallel=True, cache=True)
     def _grid_candidates(edges, g, m, c, f, gp, poff, pcand):
         """Candidate lists of the m = g**d cells, each drawn from its parent cell's list
         (parent grid of gp cells per axis, f fine cells per parent cell)."""
@@ -159,7 +161,7 @@ if HAVE_NUMBA:
             cmin[p0:p] = cmin[p0:p][order]
         return offsets, cand, cmin
 
-    @numba.njit(parallel=True, cache=True)
+    @njit(parallel=True, cache=True)
     def _grid_assign(x, c, edges, g, table, scale, offsets, cand, cmin):
         n, d = x.shape
         nb = table.shape[1]
@@ -188,7 +190,7 @@ if HAVE_NUMBA:
             out[i] = best
         return out
 
-    @numba.njit(nogil=True, cache=True)
+    @njit(nogil=True, cache=True)
     def _rerank_rows(s, thr, xb, c, rows, lab):
         for i in rows:
             best = -1
@@ -201,7 +203,7 @@ if HAVE_NUMBA:
                         best = j
             lab[i] = max(best, 0)
 
-    @numba.njit(cache=True)
+    @njit(cache=True)
     def _kmeans_pp_numba(x, first, u):
         n = x.shape[0]
         k = len(u) + 1
@@ -229,7 +231,7 @@ if HAVE_NUMBA:
                 cs[i] = acc
         return idx
 
-    @numba.njit(cache=True)
+    @njit(cache=True)
     def _centroid_sums_numba(x, labels, k):
         sums = np.zeros((k, x.shape[1]))
         for i in range(x.shape[0]):

@@ -1,10 +1,10 @@
-"""The fast assignment paths of astromodal_spectra.kmeans agree with a float64 brute force."""
+"""The fast assignment paths of astromodal_core.kmeans agree with a float64 brute force."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from astromodal_spectra import kmeans as K
+from astromodal_core import kmeans as K
 
 
 def _paths(d: int) -> dict:
