@@ -1,179 +1,56 @@
 """Train every tokenizer a config names, and encode many files into a token store.
 
-- :func:`train_tokenizers`: for each section under ``tokenizers:`` of a config (``scalar``,
-  ``spectrum``, ``image``... whatever the registry knows), build the tokenizer with
-  ``from_config``, run ``sample_file`` on every file as separate tasks, merge the reservoirs
-  with ``fit_from_samples`` and save ``<section>_tokenizer_config.npz`` plus a
-  ``tokenizers.json`` manifest. The same seed gives the same state on any engine.
-- :func:`encode_files`: one task per input file encodes it with every saved tokenizer and
-  writes ``<stem>.tokens.parquet`` atomically (a killed run loses nothing already written and
-  leaves nothing half-written). A file whose output already records the same tokenizer
-  fingerprints and the same source size is skipped.
-- Engines: a local process pool (default) or a dask.distributed cluster
-  (``scheduler="tcp://host:port"``); both run the same task functions.
+- :func:`train_tokenizers`: for each section under ``tokenizers:`` of a config (a registered
+  tokenizer name: ``scalar``, ``spectrum``...), build the tokenizer with ``from_config``,
+  sample every file as a separate task and fold the samples as they arrive (memory holds one
+  merged sample, not one per file), fit, and write the whole fitted set at once
+  (:class:`~astromodal_core.tokenizer_set.TokenizerSet`): a failure in a later section leaves
+  the previous set untouched. The same seed gives the same state on any engine.
+- :func:`encode_files`: one task per input file streams it through every tokenizer of the set,
+  record batch by record batch, into ``<stem>.tokens.parquet`` (atomic: a killed run leaves
+  the old part or none). A part that already records the set's fingerprints and the same
+  source size and time is skipped.
 
-Tasks receive plain data (class paths, config dicts, file paths) and return numpy arrays,
-so they travel to any worker that has the same packages installed.
+Tasks receive plain data (registered names, config dicts, paths); the classes are resolved
+through the registry in each worker, never imported from a name written in a file.
 """
 
 from __future__ import annotations
 
-import abc
-import importlib
-import inspect
-import json
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import attrs
 import numpy as np
 
+from .engines import DaskEngine, Engine, LocalEngine, make_engine
 from .errors import ConfigError, DataError
-from .modality import TokenKey
-from .serialize import atomic_path
+from .store_dir import STORE_SUFFIX, is_encoded, iter_store_files, merge_store, store_path_for
+from .tokenizer_set import MANIFEST, Member, TokenizerSet
 
 PathLike = str | os.PathLike[str]
-MANIFEST = "tokenizers.json"
-STORE_SUFFIX = ".tokens.parquet"
 
-
-# engines ----------------------------------------------------------------------------------
-class Engine(abc.ABC):
-    """Runs a function over items and returns the results in input order."""
-
-    name = "engine"
-
-    @abc.abstractmethod
-    def map(self, fn: Callable[[Any], Any], items: Sequence[Any], *, desc: str = "",
-            progress: bool = True) -> list[Any]:
-        """Apply ``fn`` to every item; results in input order."""
-
-    def close(self) -> None:  # noqa: B027 - engines without workers have nothing to release
-        """Release workers."""
-
-    def __enter__(self) -> Engine:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-
-def _bar(total: int, desc: str, progress: bool) -> Any:
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="file", disable=not progress, leave=False)
-
-
-def _init_worker(path: list[str]) -> None:
-    """Give a fresh worker process the parent's import path (plugins on sys.path)."""
-    import sys
-
-    sys.path[:] = path
-
-
-class LocalEngine(Engine):
-    """A local process pool; ``workers=1`` runs the tasks in this process (no pool).
-
-    Workers start from a fresh interpreter (``forkserver``, or ``spawn`` where there is none),
-    never by forking this process: a fork taken after numba, OpenMP or torch started their
-    thread pools can deadlock.
-    """
-
-    name = "local"
-
-    def __init__(self, workers: int | None = None):
-        self.workers = max(1, workers if workers is not None else (os.cpu_count() or 1))
-        self._pool: ProcessPoolExecutor | None = None
-
-    def map(self, fn: Callable[[Any], Any], items: Sequence[Any], *, desc: str = "",
-            progress: bool = True) -> list[Any]:
-        items = list(items)
-        results: list[Any] = [None] * len(items)
-        with _bar(len(items), desc, progress) as bar:
-            if self.workers == 1 or len(items) <= 1:
-                for i, item in enumerate(items):
-                    results[i] = fn(item)
-                    bar.update()
-                return results
-            if self._pool is None:
-                import multiprocessing as mp
-                import sys
-
-                method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
-                self._pool = ProcessPoolExecutor(
-                    max_workers=self.workers, mp_context=mp.get_context(method),
-                    initializer=_init_worker, initargs=(list(sys.path),))
-            futures = {self._pool.submit(fn, item): i for i, item in enumerate(items)}
-            for fut in as_completed(futures):
-                results[futures[fut]] = fut.result()
-                bar.update()
-        return results
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown()
-            self._pool = None
-
-
-class DaskEngine(Engine):
-    """The same tasks on a dask.distributed cluster (``address`` of its scheduler)."""
-
-    name = "dask"
-
-    def __init__(self, address: str):
-        try:
-            from distributed import Client
-        except ImportError as exc:  # pragma: no cover - depends on the install
-            raise ConfigError(
-                "--scheduler needs dask.distributed: pip install 'astromodal-core[distributed]'"
-            ) from exc
-        self.address = address
-        self.client = Client(address)
-
-    def map(self, fn: Callable[[Any], Any], items: Sequence[Any], *, desc: str = "",
-            progress: bool = True) -> list[Any]:
-        from distributed import as_completed as dask_completed
-
-        items = list(items)
-        futures = [self.client.submit(fn, item, pure=False) for item in items]
-        index = {f.key: i for i, f in enumerate(futures)}
-        results: list[Any] = [None] * len(items)
-        with _bar(len(items), desc, progress) as bar:
-            for fut in dask_completed(futures):
-                results[index[fut.key]] = fut.result()
-                bar.update()
-        return results
-
-    def close(self) -> None:
-        self.client.close()
-
-
-def make_engine(scheduler: str | None = None, workers: int | None = None) -> Engine:
-    """A dask engine when ``scheduler`` is an address, else a local process pool."""
-    return DaskEngine(scheduler) if scheduler else LocalEngine(workers)
-
-
-# tokenizers -------------------------------------------------------------------------------
-def class_path(cls: type) -> str:
-    """``module:QualName`` of a class, importable in another process."""
-    return f"{cls.__module__}:{cls.__qualname__}"
-
-
-def import_class(path: str) -> type:
-    """The class named by :func:`class_path`."""
-    module, _, qual = path.partition(":")
-    obj: Any = importlib.import_module(module)
-    for part in qual.split("."):
-        obj = getattr(obj, part)
-    return obj
+__all__ = [
+    "MANIFEST",
+    "STORE_SUFFIX",
+    "DaskEngine",
+    "Engine",
+    "LocalEngine",
+    "encode_files",
+    "encode_one",
+    "iter_store_files",
+    "make_engine",
+    "merge_store",
+    "store_path_for",
+    "tokenizer_sections",
+    "train_tokenizers",
+]
 
 
 def tokenizer_sections(config: Mapping[str, Any], *, only_installed: bool = False) -> dict[str, dict[str, Any]]:
-    """``{section: settings}`` under ``tokenizers:`` of a config, each resolved in the registry.
+    """``{name: settings}`` under ``tokenizers:`` of a config, each a registered tokenizer.
 
     A section no installed plugin registers is a :class:`ConfigError` naming it, unless
     ``only_installed`` (then it is left out).
@@ -195,34 +72,34 @@ def tokenizer_sections(config: Mapping[str, Any], *, only_installed: bool = Fals
                 f"config section tokenizers.{name}: no installed plugin registers a {name!r} "
                 f"tokenizer (installed: {sorted(reg.tokenizers)})"
             )
+        if settings is not None and not isinstance(settings, Mapping):
+            raise ConfigError(f"config section tokenizers.{name}: expected a mapping of settings")
         out[name] = dict(settings or {})
     return out
 
 
-@attrs.frozen
-class SavedTokenizer:
-    """One trained tokenizer on disk."""
+def _build(name: str, settings: Mapping[str, Any]) -> Any:
+    from .registry import get_registry
 
-    section: str
-    cls: str  # class path
-    path: str
-    fingerprint: str
-    token_keys: tuple[TokenKey, ...]
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"section": self.section, "class": self.cls, "path": self.path,
-                "fingerprint": self.fingerprint, "token_keys": [k.as_dict() for k in self.token_keys]}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> SavedTokenizer:
-        return cls(d["section"], d["class"], d["path"], d["fingerprint"],
-                   tuple(TokenKey.from_dict(k) for k in d["token_keys"]))
+    return get_registry().tokenizer(name).from_config(settings)
 
 
 def _sample_task(args: tuple[str, dict[str, Any], str]) -> Any:
-    cls_path, settings, path = args
-    tok = import_class(cls_path).from_config(settings)
-    return tok.sample_file(path)
+    name, settings, path = args
+    return _build(name, settings).sample_file(path)
+
+
+def _check_files(files: Sequence[PathLike], what: str) -> list[str]:
+    out = [str(Path(f)) for f in files]
+    if not out:
+        raise DataError(f"no input files to {what}")
+    for f in out:
+        p = Path(f)
+        if p.is_dir():
+            raise DataError(f"{f}: is a directory, expected a parquet file")
+        if not p.is_file():
+            raise DataError(f"{f}: file not found")
+    return out
 
 
 def train_tokenizers(
@@ -233,205 +110,110 @@ def train_tokenizers(
     engine: Engine | None = None,
     progress: bool = True,
     only_installed: bool = False,
-    on_trained: Callable[[SavedTokenizer, float], None] | None = None,
-) -> list[SavedTokenizer]:
-    """Train every tokenizer in ``config`` on ``files``; save them and a manifest in ``out_dir``."""
-    from .registry import get_registry
+    on_trained: Callable[[Member, float], None] | None = None,
+) -> TokenizerSet:
+    """Train every tokenizer in ``config`` on ``files`` and write the fitted set to ``out_dir``."""
+    from tqdm.auto import tqdm
 
-    files = [str(Path(f)) for f in files]
-    if not files:
-        raise DataError("no input files to train on")
-    for f in files:
-        if not Path(f).is_file():
-            raise DataError(f"{f}: file not found")
+    files = _check_files(files, "train on")
     sections = tokenizer_sections(config, only_installed=only_installed)
-    reg = get_registry()
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out}: exists and is not a directory")
     own = engine is None
     engine = engine or LocalEngine()
-    saved: list[SavedTokenizer] = []
+    trained: dict[str, Any] = {}
+    seconds: dict[str, float] = {}
     try:
-        for section, settings in sections.items():
+        for name, settings in sections.items():
             t0 = time.perf_counter()
-            cls = reg.tokenizer(section)
-            tok = cls.from_config(settings)
-            states = engine.map(_sample_task, [(class_path(cls), settings, f) for f in files],
-                                desc=f"sample {section}", progress=progress)
-            _with_progress(tok.fit_from_samples, states, progress=progress)
-            path = out / f"{section}_tokenizer_config.npz"
-            tok.save(path)
-            item = SavedTokenizer(section, class_path(cls), path.name, tok.fingerprint,
-                                  tuple(tok.token_keys))
-            saved.append(item)
-            if on_trained is not None:
-                on_trained(item, time.perf_counter() - t0)
+            tok = _build(name, settings)
+            merged: Any = None
+            tasks = [(name, settings, f) for f in files]
+            with tqdm(total=len(tasks), desc=f"sample {name}", unit="file", disable=not progress,
+                      leave=False) as bar:
+                for _, sample in engine.imap_unordered(_sample_task, tasks):
+                    merged = sample if merged is None else tok.merge_samples(merged, sample)
+                    bar.update()
+            tok.fit_from_samples([merged])
+            trained[name] = tok
+            seconds[name] = time.perf_counter() - t0
     finally:
         if own:
             engine.close()
-    write_manifest(out, saved)
-    return saved
-
-
-def write_manifest(directory: PathLike, saved: Iterable[SavedTokenizer]) -> Path:
-    """Write ``tokenizers.json`` (atomically) listing the saved tokenizers."""
-    path = Path(directory) / MANIFEST
-    data = {"tokenizers": [s.as_dict() for s in saved]}
-    with atomic_path(path, suffix=".json") as tmp:
-        tmp.write_text(json.dumps(data, indent=2))
-    return path
-
-
-def read_manifest(directory: PathLike) -> list[SavedTokenizer]:
-    """The tokenizers a :func:`train_tokenizers` run saved in ``directory``."""
-    path = Path(directory) / MANIFEST
-    if not path.is_file():
-        raise ConfigError(
-            f"{path}: no tokenizer manifest; run `astromodal tokenizers train --out {directory}` first"
-        )
-    try:
-        data = json.loads(path.read_text())
-        return [SavedTokenizer.from_dict(d) for d in data["tokenizers"]]
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise ConfigError(f"{path}: unreadable tokenizer manifest ({exc})") from exc
+    tset = TokenizerSet.write(out, trained)
+    if on_trained is not None:
+        for m in tset:
+            on_trained(m, seconds[m.name])
+    return tset
 
 
 # encoding ---------------------------------------------------------------------------------
-_LOADED: dict[tuple[str, str], Any] = {}
+_SETS: dict[tuple[str, tuple[tuple[str, str], ...]], TokenizerSet] = {}
 
 
-def _load_tokenizer(directory: str, spec: SavedTokenizer) -> Any:
-    key = (str(Path(directory) / spec.path), spec.fingerprint)
-    if key not in _LOADED:
-        tok = import_class(spec.cls).load(key[0])
-        if tok.fingerprint != spec.fingerprint:
-            from .errors import CodecFormatError
-
-            raise CodecFormatError(
-                f"{key[0]}: holds state {tok.fingerprint}, the manifest expects {spec.fingerprint}"
-            )
-        _LOADED[key] = tok
-    return _LOADED[key]
+def _load_set(directory: str, names: Sequence[str]) -> TokenizerSet:
+    """The fitted set of ``directory`` restricted to ``names``, cached per worker process."""
+    tset = TokenizerSet.read(directory).subset(names)
+    key = (str(Path(directory).resolve()), tuple(sorted(tset.fingerprints().items())))
+    if key not in _SETS:
+        _SETS[key] = tset
+    return _SETS[key]
 
 
-def _with_progress(fn: Callable[..., Any], *args: Any, progress: bool) -> Any:
-    """Call ``fn(*args)``, passing ``progress=`` when it takes one (by name or ``**kwargs``)."""
-    try:
-        params = inspect.signature(fn).parameters.values()
-        takes = any(p.name == "progress" or p.kind is p.VAR_KEYWORD for p in params)
-    except (TypeError, ValueError):
-        takes = False
-    if not takes:
-        return fn(*args)
-    try:
-        return fn(*args, progress=progress)
-    except TypeError as exc:
-        if "progress" not in str(exc):
-            raise
-        return fn(*args)
+def iter_encoded(path: PathLike, tset: TokenizerSet, *, batch_size: int | None = None) -> Any:
+    """Yield ``(ids, {token key: tokens})`` per record batch of ``path``, every tokenizer of the
+    set reading the same rows; the tokenizers must agree on the row ids."""
+    toks = tset.tokenizers()
+    size = int(batch_size or min(int(getattr(t, "batch_size", 65_536)) for t in toks.values()))
+    iters = {n: t.iter_token_batches(path, batch_size=size) for n, t in toks.items()}
+    names = list(iters)
+    while True:
+        got = {}
+        for n in names:
+            got[n] = next(iters[n], None)
+        ended = [n for n in names if got[n] is None]
+        if ended:
+            if len(ended) != len(names):
+                raise DataError(f"{path}: tokenizers {ended} ended before {sorted(set(names) - set(ended))}")
+            return
+        ids = np.asarray(got[names[0]][0], dtype=np.int64)
+        columns: dict[str, Any] = {}
+        for n in names:
+            other, cols = got[n]
+            if not np.array_equal(np.asarray(other, dtype=np.int64), ids):
+                raise DataError(f"{path}: tokenizers {names[0]!r} and {n!r} read different row ids "
+                                "(different id columns?); encode them separately")
+            for k, v in cols.items():
+                if k in columns:
+                    raise DataError(f"{path}: two tokenizers write token key {k!r}")
+                columns[k] = v
+        yield ids, columns
 
 
-def _encode_quietly(tok: Any, path: str) -> dict[str, Any]:
-    return _with_progress(tok.encode, path, progress=False)
+def encode_one(path: PathLike, tset: TokenizerSet, out: PathLike, *,
+               batch_size: int | None = None) -> int:
+    """Stream one file through every tokenizer of ``tset`` into the store part ``out``."""
+    from .store import TokenStoreWriter, source_info
+
+    toks = tset.tokenizers()
+    id_cols = {getattr(t, "id_col", "id") for t in toks.values()}
+    if len(id_cols) != 1:
+        raise ConfigError(f"{tset.directory}: tokenizers read different id columns {sorted(id_cols)}")
+    keys = {k.name: k for t in toks.values() for k in t.token_keys}
+    with TokenStoreWriter(out, keys, id_col=id_cols.pop(), fingerprints=tset.key_fingerprints(),
+                          extra={"tokenizers": tset.fingerprints(), "source": source_info(path)}) as w:
+        for ids, columns in iter_encoded(path, tset, batch_size=batch_size):
+            w.write(ids, columns)
+        return w.rows
 
 
-def _fill(key: TokenKey, value: Any, rows: np.ndarray, n: int) -> Any:
-    """Place a column's rows at positions ``rows`` of an n-row column, the rest masked."""
-    if key.layout == "ragged":
-        flat, indptr = value
-        lengths = np.zeros(n, dtype=np.int64)
-        lengths[rows] = np.diff(indptr)
-        order = np.argsort(rows, kind="stable")
-        pieces = [flat[indptr[i] : indptr[i + 1]] for i in order]
-        new_flat = np.concatenate(pieces) if pieces else np.empty(0, dtype=key.dtype)
-        return new_flat.astype(key.dtype), np.concatenate([[0], np.cumsum(lengths)])
-    if key.mask_token is None:
-        raise DataError(
-            f"token key {key.name!r} has no mask token, so rows one tokenizer left out cannot be filled"
-        )
-    arr = np.asarray(value)
-    out = np.full((n, *arr.shape[1:]), key.mask_token, dtype=key.dtype)
-    out[rows] = arr
-    return out
-
-
-def encode_one(path: PathLike, directory: PathLike, specs: Sequence[SavedTokenizer]) -> tuple[
-        np.ndarray, dict[str, Any], dict[str, TokenKey], str]:
-    """Encode one file with every tokenizer: ``(ids, columns, keys, id_col)``, rows aligned."""
-    path, directory = str(path), str(directory)
-    results = []
-    for spec in specs:
-        tok = _load_tokenizer(directory, spec)
-        res = _encode_quietly(tok, path)
-        results.append((tok, res))
-    id_col = str(results[0][1].get("id_col", "id"))
-    ids = np.asarray(results[0][1]["ids"], dtype=np.int64)
-    for _, res in results[1:]:
-        other = np.asarray(res["ids"], dtype=np.int64)
-        if not np.array_equal(other, ids):
-            extra = other[~np.isin(other, ids)]
-            ids = np.concatenate([ids, extra])
-    pos = {int(v): i for i, v in enumerate(ids)}
-    columns: dict[str, Any] = {}
-    keys: dict[str, TokenKey] = {}
-    for tok, res in results:
-        tk = {k.name: k for k in tok.token_keys}
-        these = np.asarray(res["ids"], dtype=np.int64)
-        aligned = np.array_equal(these, ids)
-        rows = None if aligned else np.array([pos[int(v)] for v in these], dtype=np.int64)
-        for name, value in tok.to_token_columns(res).items():
-            if name in columns:
-                raise DataError(f"{path}: two tokenizers write token key {name!r}")
-            keys[name] = tk[name]
-            columns[name] = value if aligned else _fill(tk[name], value, rows, len(ids))
-    return ids, columns, keys, id_col
-
-
-def _source_info(path: PathLike) -> dict[str, Any]:
-    st = Path(path).stat()
-    return {"path": str(Path(path).resolve()), "size": int(st.st_size), "mtime_ns": int(st.st_mtime_ns)}
-
-
-def key_fingerprints(specs: Sequence[SavedTokenizer]) -> dict[str, str]:
-    """``{token key: fingerprint of the tokenizer that makes it}``, as a token store records."""
-    return {k.name: s.fingerprint for s in specs for k in s.token_keys}
-
-
-def _encode_task(args: tuple[str, str, list[dict[str, Any]], str]) -> dict[str, Any]:
-    from .store import write_token_store
-
-    path, directory, spec_dicts, out = args
-    specs = [SavedTokenizer.from_dict(d) for d in spec_dicts]
+def _encode_task(args: tuple[str, str, list[str], str]) -> dict[str, Any]:
+    path, directory, names, out = args
     t0 = time.perf_counter()
-    ids, columns, keys, id_col = encode_one(path, directory, specs)
-    write_token_store(
-        out, ids, columns, keys, id_col=id_col,
-        fingerprints=key_fingerprints(specs),
-        extra={"source": _source_info(path), "tokenizers": {s.section: s.cls for s in specs}},
-    )
-    return {"file": path, "out": out, "rows": int(len(ids)), "status": "encoded",
+    rows = encode_one(path, _load_set(directory, names), out)
+    return {"file": path, "out": out, "rows": int(rows), "status": "encoded",
             "seconds": time.perf_counter() - t0}
-
-
-def store_path_for(store_dir: PathLike, path: PathLike) -> Path:
-    """Where :func:`encode_files` writes the tokens of ``path``."""
-    name = Path(path).name
-    stem = name[: -len(".parquet")] if name.endswith(".parquet") else name
-    return Path(store_dir) / f"{stem}{STORE_SUFFIX}"
-
-
-def is_encoded(out: PathLike, source: PathLike, fingerprints: Mapping[str, str]) -> bool:
-    """True if ``out`` holds the tokens of ``source`` (same path, size and modification time)
-    made with ``fingerprints``."""
-    from .store import store_metadata
-
-    if not Path(out).is_file():
-        return False
-    try:
-        meta = store_metadata(out)
-    except DataError:
-        return False
-    return meta.get("fingerprints") == dict(fingerprints) and meta.get("source") == _source_info(source)
 
 
 def encode_files(
@@ -444,32 +226,33 @@ def encode_files(
     force: bool = False,
     sections: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Encode every file with every tokenizer in ``tokenizer_dir``; one store file per input.
+    """Encode every file with every tokenizer of the set in ``tokenizer_dir``; one part per file.
 
     Returns one record per file: ``file``, ``out``, ``rows``, ``status`` (``encoded`` or
-    ``skipped``) and ``seconds``. ``sections`` restricts the tokenizers used.
+    ``skipped``) and ``seconds``. ``sections`` restricts the tokenizers used (by name).
     """
-    specs = read_manifest(tokenizer_dir)
+    tset = TokenizerSet.read(tokenizer_dir)
     if sections is not None:
-        unknown = sorted(set(sections) - {s.section for s in specs})
+        unknown = sorted(set(sections) - set(tset.names()))
         if unknown:
             raise ConfigError(f"{tokenizer_dir}: no trained tokenizer for section(s) {unknown}")
-        specs = [s for s in specs if s.section in set(sections)]
-    if not specs:
-        raise ConfigError(f"{tokenizer_dir}: the manifest lists no tokenizers")
-    files = [str(Path(f)) for f in files]
-    if not files:
-        raise DataError("no input files to encode")
-    outs = [store_path_for(store_dir, f) for f in files]
+        tset = tset.subset([n for n in tset.names() if n in set(sections)])
+    if not len(tset):
+        raise ConfigError(f"{Path(tokenizer_dir) / MANIFEST}: the manifest lists no tokenizers")
+    for n in tset.names():
+        tset.tokenizer_class(n)  # every name must be installed here, before any work starts
+    files = _check_files(files, "encode")
+    store = Path(store_dir)
+    if store.exists() and not store.is_dir():
+        raise DataError(f"{store}: exists and is not a directory; --out needs a directory")
+    outs = [store_path_for(store, f) for f in files]
     seen: dict[Path, str] = {}
     for f, o in zip(files, outs):
-        if not Path(f).is_file():
-            raise DataError(f"{f}: file not found")
         if o in seen:
             raise DataError(f"{f} and {seen[o]} would both be written to {o}; rename one")
         seen[o] = f
-    Path(store_dir).mkdir(parents=True, exist_ok=True)
-    fps = key_fingerprints(specs)
+    store.mkdir(parents=True, exist_ok=True)
+    fps = tset.key_fingerprints()
     records: list[dict[str, Any] | None] = [None] * len(files)
     todo = []
     for i, (f, o) in enumerate(zip(files, outs)):
@@ -477,12 +260,11 @@ def encode_files(
             records[i] = {"file": f, "out": str(o), "rows": _rows(o), "status": "skipped", "seconds": 0.0}
         else:
             todo.append(i)
-    spec_dicts = [s.as_dict() for s in specs]
     tdir = str(Path(tokenizer_dir).resolve())
     own = engine is None
     engine = engine or LocalEngine()
     try:
-        done = engine.map(_encode_task, [(files[i], tdir, spec_dicts, str(outs[i])) for i in todo],
+        done = engine.map(_encode_task, [(files[i], tdir, tset.names(), str(outs[i])) for i in todo],
                           desc="encode", progress=progress)
     finally:
         if own:
@@ -496,48 +278,3 @@ def _rows(path: PathLike) -> int:
     from .io import num_rows
 
     return num_rows(path)
-
-
-def iter_store_files(store: PathLike) -> Iterator[Path]:
-    """The token-store files of a store directory (or the file itself), sorted by name."""
-    p = Path(store)
-    if p.is_file():
-        yield p
-        return
-    yield from sorted(p.glob(f"*{STORE_SUFFIX}"))
-
-
-def merge_store(store_dir: PathLike, out: PathLike, *, batch_size: int = 65_536) -> Path:
-    """Concatenate a store directory's files into one token-store parquet, streaming batches.
-
-    Every part must record the same token keys and fingerprints; the merged file records them
-    once (its ``sources`` list names the parts).
-    """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from .store import STORE_META_KEY, store_metadata
-
-    parts = list(iter_store_files(store_dir))
-    if not parts:
-        raise DataError(f"{store_dir}: no *{STORE_SUFFIX} files to merge")
-    metas = [store_metadata(p) for p in parts]
-    first = metas[0]
-    for p, m in zip(parts[1:], metas[1:]):
-        if set(m["token_keys"]) != set(first["token_keys"]) or m["fingerprints"] != first["fingerprints"]:
-            raise DataError(f"{p}: token keys or fingerprints differ from {parts[0]}; re-encode it")
-    meta = {
-        "id_col": first["id_col"],
-        "token_keys": {k: v.as_dict() for k, v in first["token_keys"].items()},
-        "fingerprints": first["fingerprints"],
-        "sources": [m.get("source", {}).get("path", str(p)) for p, m in zip(parts, metas)],
-        "tokenizers": first.get("tokenizers", {}),
-    }
-    schema = pq.ParquetFile(parts[0]).schema_arrow.with_metadata({STORE_META_KEY: json.dumps(meta)})
-    names = schema.names
-    with atomic_path(out, suffix=".parquet") as tmp:
-        with pq.ParquetWriter(tmp, schema) as writer:
-            for p in parts:
-                for batch in pq.ParquetFile(p).iter_batches(batch_size=batch_size, columns=names):
-                    writer.write_table(pa.Table.from_batches([batch]).cast(schema))
-    return Path(out)

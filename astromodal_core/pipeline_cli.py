@@ -64,12 +64,12 @@ def add_commands(cli: click.Group) -> None:
         with _engine(scheduler, workers) as engine:
             saved = train_tokenizers(
                 config, inputs, out, engine=engine, progress=not quiet,
-                on_trained=lambda s, sec: timings.__setitem__(s.section, sec),
+                on_trained=lambda m, sec: timings.__setitem__(m.name, sec),
             )
         summary = [
-            {"section": s.section, "path": str(Path(out) / s.path), "fingerprint": s.fingerprint,
-             "token_keys": len(s.token_keys), "seconds": round(timings.get(s.section, 0.0), 3)}
-            for s in saved
+            {"section": m.name, "path": str(Path(out) / m.file), "fingerprint": m.fingerprint,
+             "token_keys": len(m.token_keys), "seconds": round(timings.get(m.name, 0.0), 3)}
+            for m in saved
         ]
         if as_json:
             click.echo(json.dumps({"files": len(inputs), "tokenizers": summary}, indent=2))
@@ -97,19 +97,20 @@ def add_commands(cli: click.Group) -> None:
         """Encode FILES (or data.encode_files) with the trained tokenizers into a token store."""
         from .config import load_config
         from .errors import ConfigError
-        from .pipeline import encode_files, merge_store, read_manifest
+        from .pipeline import encode_files, merge_store
+        from .tokenizer_set import TokenizerSet
 
         config = load_config(config_path)
         data = config.get("data") or {}
         tdir = tokenizer_dir or (data.get("tokenizers_dir") if hasattr(data, "get") else None) \
             or DEFAULT_TOKENIZER_DIR
         wanted = list((config.get("tokenizers") or {}).keys())
-        specs = read_manifest(tdir)
-        missing = [w for w in wanted if w not in {s.section for s in specs}]
+        tset = TokenizerSet.read(tdir)
+        missing = [w for w in wanted if w not in tset]
         if missing:
             raise ConfigError(
                 f"{tdir}: no trained tokenizer for config section(s) {missing}; "
-                f"it holds {[s.section for s in specs]}"
+                f"it holds {tset.names()}"
             )
         inputs = _files(config, files, "encode_files")
         with _engine(scheduler, workers) as engine:

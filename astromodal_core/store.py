@@ -167,8 +167,22 @@ def store_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     raw = (pf.schema_arrow.metadata or {}).get(STORE_META_KEY)
     if raw is None:
         raise DataError(f"{path}: not an astromodal token store (no {STORE_META_KEY.decode()} metadata)")
-    meta = json.loads(raw)
-    meta["token_keys"] = {k: TokenKey.from_dict(v) for k, v in meta["token_keys"].items()}
+    try:
+        meta = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{path}: token store metadata is not JSON ({exc})") from exc
+    if not isinstance(meta, dict):
+        raise DataError(f"{path}: token store metadata is not a JSON object")
+    for field in ("token_keys", "id_col"):
+        if field not in meta:
+            raise DataError(f"{path}: token store metadata lacks {field!r}")
+    if not isinstance(meta["token_keys"], dict):
+        raise DataError(f"{path}: token store metadata 'token_keys' is not a mapping")
+    try:
+        meta["token_keys"] = {k: TokenKey.from_dict(dict(v)) for k, v in meta["token_keys"].items()}
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{path}: token store metadata has a bad token key ({exc})") from exc
+    meta.setdefault("fingerprints", {})
     return meta
 
 

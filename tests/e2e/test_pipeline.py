@@ -14,16 +14,16 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from astromodal_core import ConfigError, DataError
+from astromodal_core import CodecFormatError, ConfigError, DataError
 from astromodal_core.pipeline import (
     DaskEngine,
     LocalEngine,
     encode_files,
     merge_store,
-    read_manifest,
     store_path_for,
     train_tokenizers,
 )
+from astromodal_core.tokenizer_set import TokenizerSet
 from astromodal_core.pipeline_cli import add_commands
 from astromodal_core.store import read_token_store, store_metadata
 
@@ -58,7 +58,7 @@ def test_cli_train_then_encode_matches_direct_use(tmp_path, wise_cubes):
     direct = WISETokenizer(n_bins=32, max_values_per_col=200, rng_seed=7).train(wise_cubes)
     assert summary["files"] == 3
     assert summary["tokenizers"][0]["fingerprint"] == direct.fingerprint
-    assert (tmp_path / "tok" / "wise_tokenizer_config.npz").is_file()
+    assert (tmp_path / "tok" / f"wise.{direct.fingerprint}.npz").is_file()
 
     res = runner.invoke(_cli(), ["encode", "--config", str(cfg), "--tokenizers", str(tmp_path / "tok"),
                                  "--out", str(tmp_path / "store"), "--merged", str(tmp_path / "all.parquet"),
@@ -74,6 +74,7 @@ def test_cli_train_then_encode_matches_direct_use(tmp_path, wise_cubes):
         np.testing.assert_array_equal(cols["tok_wise"], want["wise_tokens"])
     meta = store_metadata(tmp_path / "all.parquet")
     assert meta["fingerprints"] == {"tok_wise": direct.fingerprint}
+    assert meta["tokenizers"] == {"wise": direct.fingerprint}
     ids, cols = read_token_store(tmp_path / "all.parquet")
     assert len(ids) == 300 and cols["tok_wise"].shape == (300, 4)
     # missing WISE magnitudes (NaN in the datacube) are the mask token, never a real bin
@@ -90,7 +91,7 @@ def test_cli_train_then_encode_matches_direct_use(tmp_path, wise_cubes):
 
 def test_rerun_skips_only_unchanged_files(tmp_path, wise_cubes):
     saved = train_tokenizers(CONFIG, wise_cubes, tmp_path / "tok", engine=LocalEngine(1), progress=False)
-    assert [s.section for s in read_manifest(tmp_path / "tok")] == ["wise"] == [s.section for s in saved]
+    assert TokenizerSet.read(tmp_path / "tok").names() == ["wise"] == saved.names()
     first = encode_files(wise_cubes, tmp_path / "tok", tmp_path / "store", engine=LocalEngine(1), progress=False)
     assert [r["status"] for r in first] == ["encoded"] * 3
     # rewrite one input: only that one is encoded again
@@ -167,3 +168,48 @@ def test_merge_refuses_mixed_fingerprints(tmp_path, wise_cubes):
     with pytest.raises(DataError, match="fingerprints differ"):
         merge_store(tmp_path / "store", tmp_path / "all.parquet")
     assert not (tmp_path / "all.parquet").exists()
+
+
+def test_manifest_never_imports_and_names_unregistered_tokenizers(tmp_path, wise_cubes):
+    """A planted manifest can only name installed tokenizers: an import path is never followed."""
+    train_tokenizers(CONFIG, wise_cubes, tmp_path / "tok", engine=LocalEngine(1), progress=False)
+    manifest = tmp_path / "tok" / "tokenizers.json"
+    data = json.loads(manifest.read_text())
+    data["tokenizers"][0]["name"] = "os"
+    data["tokenizers"][0]["class"] = "os:system"
+    manifest.write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match=r"tokenizers\.json: names tokenizer 'os', which no installed plugin"):
+        encode_files(wise_cubes, tmp_path / "tok", tmp_path / "store", engine=LocalEngine(1), progress=False)
+    assert not (tmp_path / "store").exists()
+    manifest.write_text("{not json")
+    with pytest.raises(CodecFormatError, match=r"tokenizers\.json: not a JSON tokenizer manifest"):
+        TokenizerSet.read(tmp_path / "tok")
+    manifest.write_text(json.dumps({"format_version": 99, "tokenizers": []}))
+    with pytest.raises(CodecFormatError, match="format_version 99 is newer"):
+        TokenizerSet.read(tmp_path / "tok")
+    manifest.write_text(json.dumps({"tokenizers": [{"name": "wise", "file": "../../etc/passwd",
+                                                     "fingerprint": "0" * 16}]}))
+    with pytest.raises(CodecFormatError, match="not a plain file name"):
+        TokenizerSet.read(tmp_path / "tok")
+
+
+def test_failed_retrain_leaves_the_old_set(tmp_path, wise_cubes):
+    """A retrain whose later section fails leaves the previous set whole and loadable."""
+    first = train_tokenizers(CONFIG, wise_cubes, tmp_path / "tok", engine=LocalEngine(1), progress=False)
+    before = sorted(p.name for p in (tmp_path / "tok").iterdir())
+    # the second section (S-PLUS scalars) fails on these WISE-only cubes, after wise trained
+    bad = {"tokenizers": {"wise": {"n_bins": 8}, "scalar": {"n_bins": 8}}}
+    with pytest.raises(DataError, match="missing column"):
+        train_tokenizers(bad, wise_cubes, tmp_path / "tok", engine=LocalEngine(1), progress=False)
+    # a failure inside training (a file whose column is missing) after the first section trained
+    broken = tmp_path / "cubes" / "nocol.parquet"
+    pq.write_table(pa.table({"id": np.arange(3)}), broken)
+    with pytest.raises(DataError, match="nocol.parquet: missing column"):
+        train_tokenizers(CONFIG, [*wise_cubes, broken], tmp_path / "tok", engine=LocalEngine(1), progress=False)
+    assert sorted(p.name for p in (tmp_path / "tok").iterdir()) == before
+    assert TokenizerSet.read(tmp_path / "tok").fingerprints() == first.fingerprints()
+    # a successful retrain replaces the member file and removes the old one
+    other = train_tokenizers({"tokenizers": {"wise": {"n_bins": 8}}}, wise_cubes, tmp_path / "tok",
+                             engine=LocalEngine(1), progress=False)
+    files = sorted(p.name for p in (tmp_path / "tok").iterdir() if not p.name.startswith("."))
+    assert files == sorted(["tokenizers.json", f"wise.{other.fingerprints()['wise']}.npz"])

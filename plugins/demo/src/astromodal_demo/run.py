@@ -19,7 +19,6 @@ from astromodal_core.errors import ConfigError
 from astromodal_core.pipeline import (
     LocalEngine,
     encode_files,
-    import_class,
     merge_store,
     train_tokenizers,
 )
@@ -152,7 +151,7 @@ def run_demo(
             f"train tokenizers {sorted(config['tokenizers'])} (config.yaml)",
             lambda: train_tokenizers(config, files, out / "tokenizers", engine=engine,
                                      progress=progress,
-                                     on_trained=lambda s, sec: train_times.__setitem__(s.section, sec)))
+                                     on_trained=lambda m, sec: train_times.__setitem__(m.name, sec)))
         records = steps_box.run(
             "encode the token store",
             lambda: encode_files(files, out / "tokenizers", out / "store", engine=engine,
@@ -160,13 +159,13 @@ def run_demo(
     finally:
         engine.close()
     store = merge_store(out / "store", out / "tokens.parquet")
-    summary["tokenizers"] = {s.section: {"fingerprint": s.fingerprint, "token_keys": len(s.token_keys),
-                                         "train_seconds": round(train_times.get(s.section, 0.0), 2)}
-                             for s in saved}
+    summary["tokenizers"] = {m.name: {"fingerprint": m.fingerprint, "token_keys": len(m.token_keys),
+                                      "train_seconds": round(train_times.get(m.name, 0.0), 2)}
+                             for m in saved}
     summary["encode"] = {"files": len(records), "rows": sum(r["rows"] for r in records),
                          "seconds": round(sum(r["seconds"] for r in records), 2)}
 
-    loaded = {s.section: import_class(s.cls).load(out / "tokenizers" / s.path) for s in saved}
+    loaded = saved.tokenizers()
     quality: dict[str, Any] = {}
     examples: dict[str, Any] = {}
 

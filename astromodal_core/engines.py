@@ -1,0 +1,163 @@
+"""Execution engines: the same task functions on local processes or a dask cluster.
+
+- :class:`LocalEngine`: a process pool started fresh (forkserver / spawn, never fork), or
+  the calling process with ``workers=1``.
+- :class:`DaskEngine`: a dask.distributed cluster by scheduler address.
+
+Both offer ``imap_unordered`` (``(index, result)`` pairs as tasks finish, so a caller can fold
+results while memory holds only a few) and ``map`` (results in input order). Tasks receive
+plain data (names, config dicts, paths), so they travel to any worker with the same packages.
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from .errors import ConfigError
+
+
+def _bar(total: int, desc: str, progress: bool) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="file", disable=not progress, leave=False)
+
+
+class Engine(abc.ABC):
+    """Runs a function over items."""
+
+    name = "engine"
+
+    @abc.abstractmethod
+    def imap_unordered(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> Iterator[tuple[int, Any]]:
+        """Yield ``(index, fn(items[index]))`` as tasks finish; a failed task raises here."""
+
+    def map(self, fn: Callable[[Any], Any], items: Sequence[Any], *, desc: str = "",
+            progress: bool = True) -> list[Any]:
+        """Apply ``fn`` to every item; results in input order."""
+        items = list(items)
+        results: list[Any] = [None] * len(items)
+        with _bar(len(items), desc, progress) as bar:
+            for i, result in self.imap_unordered(fn, items):
+                results[i] = result
+                bar.update()
+        return results
+
+    def close(self) -> None:  # noqa: B027 - engines without workers have nothing to release
+        """Release workers."""
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def _init_worker(path: list[str]) -> None:
+    """Give a fresh worker process the parent's import path (plugins on sys.path)."""
+    import sys
+
+    sys.path[:] = path
+
+
+class LocalEngine(Engine):
+    """A local process pool; ``workers=1`` runs the tasks in this process (no pool).
+
+    Workers start from a fresh interpreter (``forkserver``, or ``spawn`` where there is none),
+    never by forking this process: a fork taken after numba, OpenMP or torch started their
+    thread pools can deadlock. A worker that dies (killed, out of memory) is reported as a
+    :class:`~astromodal_core.errors.AstromodalError` naming the item it was running.
+    """
+
+    name = "local"
+
+    def __init__(self, workers: int | None = None):
+        if workers is not None and workers < 1:
+            raise ConfigError(f"workers must be >= 1, got {workers}")
+        self.workers = max(1, workers if workers is not None else (os.cpu_count() or 1))
+        self._pool: Any = None
+
+    def _get_pool(self) -> Any:
+        if self._pool is None:
+            import multiprocessing as mp
+            import sys
+            from concurrent.futures import ProcessPoolExecutor
+
+            method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.workers, mp_context=mp.get_context(method),
+                initializer=_init_worker, initargs=(list(sys.path),))
+        return self._pool
+
+    def imap_unordered(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> Iterator[tuple[int, Any]]:
+        from concurrent.futures import as_completed
+        from concurrent.futures.process import BrokenProcessPool
+
+        from .errors import AstromodalError
+
+        items = list(items)
+        if self.workers == 1 or len(items) <= 1:
+            for i, item in enumerate(items):
+                yield i, fn(item)
+            return
+        pool = self._get_pool()
+        futures = {pool.submit(fn, item): i for i, item in enumerate(items)}
+        try:
+            for fut in as_completed(futures):
+                i = futures.pop(fut)
+                try:
+                    result = fut.result()
+                except BrokenProcessPool as exc:
+                    self._pool = None
+                    raise AstromodalError(
+                        f"a worker process died (killed or out of memory) while running {items[i]!r}"
+                    ) from exc
+                yield i, result
+        finally:
+            for fut in futures:
+                fut.cancel()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
+
+
+class DaskEngine(Engine):
+    """The same tasks on a dask.distributed cluster (``address`` of its scheduler)."""
+
+    name = "dask"
+
+    def __init__(self, address: str):
+        try:
+            from distributed import Client
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise ConfigError(
+                "--scheduler needs dask.distributed: pip install 'astromodal-core[distributed]'"
+            ) from exc
+        self.address = address
+        self.client = Client(address)
+
+    def imap_unordered(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> Iterator[tuple[int, Any]]:
+        from distributed import as_completed as dask_completed
+
+        items = list(items)
+        futures = [self.client.submit(fn, item, pure=False) for item in items]
+        index = {f.key: i for i, f in enumerate(futures)}
+        finished = dask_completed(futures)
+        del futures  # as_completed holds them; each is released once consumed
+        for fut in finished:
+            i = index[fut.key]
+            result = fut.result()
+            fut.release()
+            yield i, result
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def make_engine(scheduler: str | None = None, workers: int | None = None) -> Engine:
+    """A dask engine when ``scheduler`` is an address, else a local process pool."""
+    return DaskEngine(scheduler) if scheduler else LocalEngine(workers)
