@@ -82,6 +82,18 @@ class Codec(abc.ABC):
                 f"{type(self).__name__} is not fitted: call train(...) or load(...) first"
             )
 
+    def accepts(self, modality: Modality) -> bool:
+        """True if this codec encodes this instance (e.g. the band or group it was fitted on).
+
+        :class:`~astromodal_core.manager.CodecManager` asks every codec handling the
+        modality's class, in order; override when several fitted codecs share a class.
+        """
+        return True
+
+    def accepts_metadata(self, metadata: Mapping[str, Any]) -> bool:
+        """True if this codec decodes with ``metadata`` (the keyword arguments of ``decode``)."""
+        return True
+
     def handles(self, modality: Modality | type[Modality]) -> bool:
         """True if this codec encodes the modality (walking its class hierarchy)."""
         cls = modality if isinstance(modality, type) else type(modality)

@@ -65,7 +65,7 @@ class CodecManager:
         instance = None if isinstance(modality, type) else modality
         for base in cls.__mro__:
             for c in self._codecs:
-                if base in c.modalities and (instance is None or _accepts(c, instance)):
+                if base in c.modalities and (instance is None or c.accepts(instance)):
                     return c
         raise ModalityTypeError(
             f"no fitted codec handles modality {cls.__name__!r}; "
@@ -86,12 +86,12 @@ class CodecManager:
         """Rebuild a modality of ``modality_class`` from ``tokens``.
 
         Among the codecs handling the class, the one whose token keys are in ``tokens`` (and
-        which accepts ``metadata``, for codecs that define ``accepts_metadata``) decodes.
+        whose ``accepts_metadata`` takes ``metadata``) decodes.
         """
         handling = [
             c for c in self._codecs
             if c.handles(modality_class)
-            and getattr(c, "accepts_metadata", lambda _m: True)(metadata)
+            and c.accepts_metadata(metadata)
         ]
         if not handling:
             raise ModalityTypeError(
@@ -127,11 +127,6 @@ class CodecManager:
         if arr.dtype in (np.uint16, np.uint32):
             arr = arr.astype(np.int64)
         return torch.as_tensor(arr, device=self.device)
-
-
-def _accepts(codec: Codec, modality: Modality) -> bool:
-    accepts = getattr(codec, "accepts", None)
-    return True if accepts is None else bool(accepts(modality))
 
 
 def _to_numpy(value: Any) -> Any:

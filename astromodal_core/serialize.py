@@ -23,6 +23,7 @@ import numpy as np
 from .errors import CodecFormatError
 
 FORMAT_VERSION = 1
+META_KEY = "astromodal"  # the one safetensors metadata entry: canonical JSON of the rest
 _META = ("__config__", "__format_version__", "__kind__", "__fingerprint__")
 
 
@@ -192,7 +193,7 @@ def load_npz(
     if not path.is_file():
         raise CodecFormatError(f"{path}: file not found")
     if not zipfile.is_zipfile(path):
-        raise CodecFormatError(f"{path}: not an .npz file (no zip archive inside); truncated or corrupt")
+        raise CodecFormatError(f"{path}: truncated or corrupt file (not an .npz zip archive)")
     try:
         with np.load(path, allow_pickle=False) as npz:
             names = set(npz.files)
@@ -235,15 +236,22 @@ def save_safetensors(
     metadata: Mapping[str, Any] | None = None,
 ) -> str:
     """Write numpy arrays to safetensors atomically; return the fingerprint of the arrays."""
-    from safetensors.numpy import save_file
+    from safetensors.numpy import save
 
     arrays = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
     fp = fingerprint({}, arrays)
-    meta = {k: v if isinstance(v, str) else json.dumps(_canonical(v)) for k, v in (metadata or {}).items()}
+    meta = {k: v if isinstance(v, str) else dumps_config(v) if isinstance(v, Mapping) else json.dumps(_canonical(v))
+            for k, v in (metadata or {}).items()}
     meta["format_version"] = str(FORMAT_VERSION)
     meta["fingerprint"] = fp
+    # one metadata entry holding canonical JSON: safetensors writes its metadata map in hash
+    # order, so several entries would make the bytes differ between two saves of one state
+    header = {META_KEY: json.dumps(meta, sort_keys=True, separators=(",", ":"))}
     with atomic_path(path, suffix=".safetensors") as tmp:
-        save_file(arrays, str(tmp), metadata=meta)
+        # serialise in memory and write ourselves: safetensors' own save_file writes through a
+        # temporary file of its own, which a kill would leave behind under a name we don't know
+        with open(tmp, "wb") as fh:
+            fh.write(save(arrays, metadata=header))
     return fp
 
 
@@ -262,6 +270,14 @@ def load_safetensors(
             arrays = {k: fh.get_tensor(k) for k in fh.keys()}
     except Exception as exc:  # safetensors raises its own SafetensorError
         raise CodecFormatError(f"{path}: truncated or corrupt safetensors file ({exc})") from exc
+    if META_KEY in meta:
+        try:
+            packed = json.loads(meta[META_KEY])
+        except json.JSONDecodeError as exc:
+            raise CodecFormatError(f"{path}: metadata {META_KEY!r} is not JSON ({exc})") from exc
+        if not isinstance(packed, dict) or not all(isinstance(v, str) for v in packed.values()):
+            raise CodecFormatError(f"{path}: metadata {META_KEY!r} is not a mapping of strings")
+        meta = packed
     try:
         version = int(meta.get("format_version", "0"))
     except ValueError:

@@ -127,3 +127,44 @@ def test_npz_is_a_zip_of_plain_arrays(tmp_path: Path) -> None:
         assert sorted(z.namelist()) == sorted(
             ["__config__.npy", "__format_version__.npy", "__kind__.npy", "__fingerprint__.npy", "e.npy"]
         )
+
+
+def test_safetensors_saves_are_byte_reproducible(tmp_path: Path) -> None:
+    """Two processes saving one state write identical bytes (metadata order is fixed)."""
+    import hashlib
+    import subprocess
+    import sys
+
+    code = ("import numpy as np, sys; from astromodal_core.serialize import save_safetensors; "
+            "save_safetensors(sys.argv[1], {'w': np.arange(6.0).reshape(2, 3)}, "
+            "{'z': '1', 'arch': {'b': 1, 'a': 2}, 'm': 'x', 'k': 3})")
+    digests = set()
+    for i in range(3):
+        out = tmp_path / f"{i}.safetensors"
+        subprocess.run([sys.executable, "-c", code, str(out)], check=True)
+        digests.add(hashlib.sha256(out.read_bytes()).hexdigest())
+    assert len(digests) == 1
+    _, meta = load_safetensors(tmp_path / "0.safetensors")
+    assert meta["arch"] == '{"a":2,"b":1}' and meta["z"] == "1" and meta["format_version"] == "1"
+
+
+def test_atomic_path_follows_umask_and_cleans_stale_temps(tmp_path: Path) -> None:
+    import os
+
+    from astromodal_core.serialize import atomic_path
+
+    target = tmp_path / "out.bin"
+    stale = tmp_path / ".out.bin.999999999.abcd.tmp.bin"  # a writer pid that cannot be alive
+    stale.write_bytes(b"x" * 10)
+    old = os.umask(0o027)
+    try:
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"new")
+    finally:
+        os.umask(old)
+    assert target.read_bytes() == b"new"
+    assert oct(target.stat().st_mode & 0o777) == oct(0o640)
+    assert not stale.exists()
+    with pytest.raises(IsADirectoryError):
+        with atomic_path(tmp_path):
+            pass
