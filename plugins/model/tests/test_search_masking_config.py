@@ -9,7 +9,7 @@ from astromodal_model.masking import allocate, mask_batch, split_budgets
 from astromodal_model.synthetic import KEYMAP
 from astromodal_model.values import distribution_moments, token_values
 
-from astromodal_core import ConfigError, DataError
+from astromodal_core import ConfigError, DataError, TokenKeyError
 
 
 def test_cosine_topk_known_neighbours_and_backends_agree():
@@ -102,31 +102,30 @@ def test_nan_valued_ids_get_no_probability():
         token_values(np.full(16, np.nan), key)
 
 
-def test_tokenizer_codecs_are_picked_by_token_key():
-    from astromodal_core import TokenKey
+def test_token_values_protocol_of_a_tokenizer():
+    """A tokenizer gives values through ``token_values(key)`` (the base contract), nothing else."""
 
-    class Codec:
-        def __init__(self, name, offset):
-            self.token_keys = (TokenKey(name, 17, "scalar", mask_token=16),)
-            self.bin_values = np.arange(17.0) + offset
-            self.bin_values[16] = np.nan
-
-        def decode(self, tokens):  # a codec's decode takes {key: ids}; never called here
-            raise AssertionError("bin_values must be used")
-
-    class Tokenizer:  # like the S-PLUS ScalarTokenizer: decode(2-D array), codecs(), token_keys
+    class Tok:
         token_keys = (KEYMAP["tok_t_a"], KEYMAP["tok_t_c"])
 
-        def decode(self, tokens_2d):
-            raise AssertionError("a tokenizer's decode takes a 2-D array, not {key: ids}")
+        def token_values(self, key):
+            if key != "tok_t_c":
+                raise TokenKeyError(f"Tok: token key {key!r} has no physical values")
+            return np.append(np.arange(16.0) + 200.0, np.nan)
 
-        def codecs(self):
-            return [Codec("tok_t_a", 100.0), Codec("tok_t_c", 200.0)]
+        def codecs(self):  # the old protocol is not consulted
+            raise AssertionError("token_values must be used")
 
-    vals = token_values(Tokenizer(), KEYMAP["tok_t_c"])
+    vals = token_values(Tok(), KEYMAP["tok_t_c"])
     assert vals[0] == 200.0 and vals[15] == 215.0 and np.isnan(vals[16])
-    with pytest.raises(DataError, match="no codec for it"):
-        token_values(Tokenizer(), KEYMAP["tok_t_b"])
+    with pytest.raises(DataError, match="token key 'tok_t_a': no physical values: Tok: token key 'tok_t_a'"):
+        token_values(Tok(), KEYMAP["tok_t_a"])
+
+    class Legacy:
+        bin_values = np.arange(16.0)
+
+    with pytest.raises(DataError, match="token key 'tok_t_c': Legacy gives no physical values"):
+        token_values(Legacy(), KEYMAP["tok_t_c"])
 
 
 def test_model_and_train_configs(tmp_path):

@@ -55,16 +55,13 @@ def test_predict_value_protocols_agree(trained, test_store):
     x = {k: (v[0][: v[1][16]], v[1][:17]) if isinstance(v, tuple) else v[:16] for k, v in cols.items()}
     values = np.linspace(10.0, 25.0, 16)
 
-    class Binned:
-        bin_values = {"tok_t_c": values}
-
-    class Decoder:
-        def decode_tokens(self, key, ids):
+    class Tok:
+        def token_values(self, key):
             assert key == "tok_t_c"
-            return values[ids]
+            return np.append(values, np.nan)
 
     ref = model.predict_value(x, "tok_t_c", values)
-    for codec in ({"tok_t_c": values}, Binned(), Decoder()):
+    for codec in ({"tok_t_c": values}, list(values), Tok()):
         m, s = model.predict_value(x, "tok_t_c", codec)
         assert np.allclose(m, ref[0]) and np.allclose(s, ref[1])
     probs = model.predict(x, "tok_t_c")[:, 0].numpy().astype(float)

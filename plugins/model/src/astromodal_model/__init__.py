@@ -1,4 +1,4 @@
-"""astromodal-model: a 4M-style multimodal transformer assembled from the registered token keys.
+"""astromodal-model: a 4M-style multimodal transformer assembled from a fitted tokenizer set.
 
 Importing the package does not import torch; the names below load on first use.
 """
@@ -26,6 +26,7 @@ _LAZY = {
     "MaskedTokenDataset": "data",
     "spawn_cpu_training": "distributed",
     "IncompatibleKeyError": "errors",
+    "FingerprintMismatchWarning": "keys",
     "UnknownTokenKeyError": "errors",
 }
 

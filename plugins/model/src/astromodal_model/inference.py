@@ -1,5 +1,9 @@
 """Embeddings and predictions for a whole token store, streamed to parquet batch by batch.
 
+Every function checks the store against the model first (key records and tokenizer
+fingerprints, :meth:`AstroModel.check_compatible`); ``allow_mismatch=True`` turns a fingerprint
+difference into a warning.
+
 :func:`write_embeddings` and :func:`write_predictions` hold one batch at a time (memory bounded
 by ``batch_size``) and write through :func:`astromodal_core.serialize.atomic_path`, so a failure
 leaves no partial file. :func:`embed_store` / :func:`predict_store` return everything in memory.
@@ -24,9 +28,13 @@ from .data import iter_dense_chunks
 from .model import AstroModel
 
 
-def _store_keys(model: AstroModel, store_path: str | os.PathLike[str], exclude: tuple[str, ...] = ()) -> dict:
+def _store_keys(
+    model: AstroModel, store_path: str | os.PathLike[str], exclude: tuple[str, ...] = (), allow_mismatch: bool = False
+) -> dict:
     meta = store_metadata(store_path)
-    model.check_compatible(meta["token_keys"], meta.get("fingerprints"), where=f"token store {store_path}")
+    model.check_compatible(
+        meta["token_keys"], meta.get("fingerprints"), f"token store {store_path}", allow_mismatch=allow_mismatch
+    )
     keys = {k: v for k, v in meta["token_keys"].items() if k in model.token_keys and k not in exclude}
     if not keys:
         raise DataError(
@@ -60,10 +68,11 @@ def iter_embeddings(
     num_encoder_tokens: int = 600,
     seed: int = 0,
     progress: bool = True,
+    allow_mismatch: bool = False,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """``(ids, embeddings (b, dim) float32)`` per batch of at most ``batch_size`` store rows."""
     model.eval()
-    keys = _store_keys(model, store_path)
+    keys = _store_keys(model, store_path, allow_mismatch=allow_mismatch)
     for ids, tokens in _batches(model, store_path, keys, batch_size, progress, "embed"):
         emb = model.embed(tokens, num_encoder_tokens, generator=seed)
         yield ids, emb.float().cpu().numpy().astype(np.float32, copy=False)
@@ -77,12 +86,14 @@ def embed_store(
     num_encoder_tokens: int = 600,
     seed: int = 0,
     progress: bool = True,
+    allow_mismatch: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(ids, embeddings (n, dim) float32)``: pooled encoder embeddings of every store row,
     in memory (:func:`write_embeddings` streams them to a file instead)."""
     ids_out, embs = [], []
     for ids, emb in iter_embeddings(
-        model, store_path, batch_size=batch_size, num_encoder_tokens=num_encoder_tokens, seed=seed, progress=progress
+        model, store_path, batch_size=batch_size, num_encoder_tokens=num_encoder_tokens, seed=seed, progress=progress,
+        allow_mismatch=allow_mismatch,
     ):
         ids_out.append(ids)
         embs.append(emb)
@@ -102,10 +113,17 @@ def iter_predictions(
     num_encoder_tokens: int = 600,
     seed: int = 0,
     progress: bool = True,
+    allow_mismatch: bool = False,
     exclude: Iterable[str] = (),
 ) -> Iterator[dict[str, np.ndarray]]:
     """Per batch of store rows, the columns :func:`predict_store` returns."""
-    from .values import distribution_moments, distribution_quantile, restrict_probs, token_values
+    from .values import (
+        distribution_moments,
+        distribution_quantile,
+        restrict_probs,
+        token_values,
+        values_source_fingerprint,
+    )
 
     if target not in model.token_keys:
         raise DataError(f"unknown target key {target!r}; the model knows {sorted(model.token_keys)}")
@@ -115,8 +133,14 @@ def iter_predictions(
         raise DataError(f"exclude: unknown token key {unknown[0]!r}; the model knows {sorted(model.token_keys)}")
     model.eval()
     key = model.token_keys[target]
-    keys = _store_keys(model, store_path, exclude=(target, *exclude))
-    values = token_values(codec, key) if codec is not None else None
+    keys = _store_keys(model, store_path, exclude=(target, *exclude), allow_mismatch=allow_mismatch)
+    values = None
+    if codec is not None:
+        fp = values_source_fingerprint(codec, target)
+        if fp is not None:  # values from a tokenizer: it must be the one that made the target's tokens
+            model.check_fingerprints({target: fp}, where=f"the tokenizer giving the values of {target!r}",
+                                     allow_mismatch=allow_mismatch)
+        values = token_values(codec, key)
     for ids, tokens in _batches(model, store_path, keys, batch_size, progress, "predict"):
         probs = model.predict(tokens, target, num_encoder_tokens, generator=seed).cpu().numpy()
         if values is not None:  # ids without a bin value (unused bins) are never predicted
@@ -140,6 +164,7 @@ def predict_store(
     num_encoder_tokens: int = 600,
     seed: int = 0,
     progress: bool = True,
+    allow_mismatch: bool = False,
     exclude: Iterable[str] = (),
 ) -> dict[str, np.ndarray]:
     """Predictions of ``target`` for every store row, from the other keys, in memory.
@@ -157,6 +182,7 @@ def predict_store(
     for batch in iter_predictions(
         model, store_path, target, codec=codec, batch_size=batch_size,
         num_encoder_tokens=num_encoder_tokens, seed=seed, progress=progress, exclude=exclude,
+        allow_mismatch=allow_mismatch,
     ):
         for k, v in batch.items():
             parts.setdefault(k, []).append(v)
@@ -213,6 +239,7 @@ def write_embeddings(
     num_encoder_tokens: int = 600,
     seed: int = 0,
     progress: bool = True,
+    allow_mismatch: bool = False,
 ) -> int:
     """Write ``id_col`` + ``embedding`` (fixed-size float32 lists) for every store row, one
     batch in memory at a time; returns the number of rows."""
@@ -220,7 +247,7 @@ def write_embeddings(
         {id_col: ids, "embedding": emb}
         for ids, emb in iter_embeddings(
             model, store_path, batch_size=batch_size, num_encoder_tokens=num_encoder_tokens,
-            seed=seed, progress=progress,
+            seed=seed, progress=progress, allow_mismatch=allow_mismatch,
         )
     )
     empty = {id_col: np.zeros(0, np.int64), "embedding": np.zeros((0, model.config.dim), np.float32)}
@@ -239,6 +266,7 @@ def write_predictions(
     num_encoder_tokens: int = 600,
     seed: int = 0,
     progress: bool = True,
+    allow_mismatch: bool = False,
     exclude: Iterable[str] = (),
 ) -> tuple[int, list[str]]:
     """Write :func:`predict_store`'s columns (``id`` named ``id_col``) batch by batch;
@@ -250,6 +278,7 @@ def write_predictions(
         for b in iter_predictions(
             model, store_path, target, codec=codec, batch_size=batch_size,
             num_encoder_tokens=num_encoder_tokens, seed=seed, progress=progress, exclude=exclude,
+            allow_mismatch=allow_mismatch,
         )
     )
     key = model.token_keys.get(target)

@@ -1,4 +1,5 @@
-"""AstroModel: a 4M / AION-style encoder-decoder assembled from the registered token keys."""
+"""AstroModel: a 4M / AION-style encoder-decoder assembled from a fitted tokenizer set or a token
+store, and checked against the tokens it meets (strict by default)."""
 
 from __future__ import annotations
 
@@ -19,14 +20,17 @@ from astromodal_core.modality import TokenKey
 
 from .batching import ABSENT, dense_batch
 from .config import ModelConfig
-from .errors import UnknownTokenKeyError
+from .errors import IncompatibleKeyError, UnknownTokenKeyError
 from .keys import (
     KeySpec,
+    check_fingerprints,
     check_keys_match,
     key_length,
     keys_from_json,
     keys_to_json,
     resolve_token_keys,
+    select_keys,
+    tokenizer_fingerprints,
 )
 from .layers import DecoderBlock, EncoderBlock, key_positions
 
@@ -58,6 +62,12 @@ class AstroModel(nn.Module):
     ``vocab_size``), a learned modality embedding per key, fixed positions per layout (none
     for scalars, 1-D sinusoidal for sequence and ragged keys, 2-D for grids). A key's
     ``mask_token`` and padding are absent tokens: never embedded, never targets.
+
+    ``fingerprints`` (``{token key: fingerprint}``) and ``tokenizers`` (``{tokenizer name:
+    fingerprint}``) record which fitted tokenizers made the training tokens; they are saved
+    with the model and checked whenever it meets tokens (see :meth:`from_pretrained`).
+    Build with :meth:`from_tokenizer_set` or :meth:`from_store` to take keys, vocabularies and
+    fingerprints from the fitted state.
     """
 
     def __init__(
@@ -66,6 +76,7 @@ class AstroModel(nn.Module):
         token_keys: Mapping[str, TokenKey],
         *,
         fingerprints: Mapping[str, str] | None = None,
+        tokenizers: Mapping[str, str] | None = None,
     ):
         super().__init__()
         if not token_keys:
@@ -73,6 +84,7 @@ class AstroModel(nn.Module):
         self.config = config
         self.token_keys: dict[str, TokenKey] = dict(token_keys)
         self.fingerprints: dict[str, str] = dict(fingerprints or {})
+        self.tokenizers: dict[str, str] = dict(tokenizers or {})
         self.key_names: list[str] = list(self.token_keys)
         self.key_index: dict[str, int] = {k: i for i, k in enumerate(self.key_names)}
         d = config.dim
@@ -107,6 +119,55 @@ class AstroModel(nn.Module):
 
     # construction ---------------------------------------------------------------------------
     @classmethod
+    def from_tokenizer_set(
+        cls,
+        tokenizers: Any,
+        config: ModelConfig | Mapping[str, Any] | str | None = None,
+        *,
+        token_keys: Sequence[str] | None = None,
+    ) -> AstroModel:
+        """Build from a fitted tokenizer set (a :class:`TokenizerSet` or its directory).
+
+        Each member is resolved through the registry by its registered name and loaded (its
+        fingerprint checked against the manifest); the keys and vocabularies are those of the
+        fitted tokenizers, never a plugin's defaults. ``token_keys`` narrows them (names).
+        The model records every key's fingerprint and every member's.
+        """
+        tset = as_tokenizer_set(tokenizers)
+        where = f"tokenizer set {tset.directory}"
+        names = list(select_keys(tset.token_keys(), token_keys, where))
+        owners = {k: tset.owner(k) for k in names}
+        fitted: dict[str, TokenKey] = {}
+        for member in dict.fromkeys(owners.values()):
+            fitted.update({k.name: k for k in tset.load(member).token_keys})
+        missing = [k for k in names if k not in fitted]
+        if missing:
+            raise CodecFormatError(
+                f"{where}: the manifest lists token key {missing[0]!r} for {owners[missing[0]]!r}, "
+                "but the fitted tokenizer does not write it"
+            )
+        key_fp = tset.key_fingerprints()
+        return cls(
+            _as_config(config), {k: fitted[k] for k in names},
+            fingerprints={k: key_fp[k] for k in names},
+            tokenizers={m: tset.fingerprints()[m] for m in dict.fromkeys(owners.values())},
+        )
+
+    @classmethod
+    def from_store(
+        cls,
+        store: str | os.PathLike[str],
+        config: ModelConfig | Mapping[str, Any] | str | None = None,
+        *,
+        token_keys: Sequence[str] | None = None,
+    ) -> AstroModel:
+        """Build from the keys a token store records (the fitted keys of the tokenizers that
+        wrote it), recording its fingerprints. ``token_keys`` narrows them (names)."""
+        keys, key_fp, tok_fp = store_record(store)
+        keys = select_keys(keys, token_keys, f"token store {store}")
+        return cls(_as_config(config), keys, **_provenance(keys, key_fp, tok_fp))
+
+    @classmethod
     def from_registry(
         cls,
         config: ModelConfig | Mapping[str, Any] | str | None = None,
@@ -114,8 +175,10 @@ class AstroModel(nn.Module):
         *,
         fingerprints: Mapping[str, str] | None = None,
     ) -> AstroModel:
-        """Build from the registry: every registered key (None), key names, or TokenKey records.
+        """Build from registered token keys: every one (None), names, or TokenKey records.
 
+        Registered keys carry each plugin's *default* vocabulary, not a fitted one: use
+        :meth:`from_tokenizer_set` or :meth:`from_store` for a model of real tokens.
         ``config`` is a ModelConfig, a dict (optionally with ``preset``) or a preset name.
         """
         return cls(_as_config(config), resolve_token_keys(token_keys), fingerprints=fingerprints)
@@ -410,6 +473,7 @@ class AstroModel(nn.Module):
             "key_order": self.key_names,
             "vocab_sizes": {n: k.vocab_size for n, k in self.token_keys.items()},
             "fingerprints": self.fingerprints,
+            "tokenizers": self.tokenizers,
             "weights_fingerprint": fp,
         }
         with atomic_path(directory / CONFIG_FILE, suffix=".json") as tmp:
@@ -421,17 +485,31 @@ class AstroModel(nn.Module):
         cls,
         directory: str | os.PathLike[str],
         *,
+        tokens: str | os.PathLike[str] | None = None,
+        tokenizers: Any = None,
         token_keys: KeySpec = None,
         fingerprints: Mapping[str, str] | None = None,
+        allow_mismatch: bool = False,
         strict: bool = True,
         map_location: str | torch.device = "cpu",
     ) -> AstroModel:
-        """Load a model saved by :meth:`save_pretrained`.
+        """Load a model saved by :meth:`save_pretrained`, checked against what it will read.
 
-        With ``strict`` (default), every recorded key is checked against ``token_keys`` (the
-        registry when None; names, TokenKey records or a store's ``token_keys`` mapping) and
-        the recorded codec fingerprints against ``fingerprints``: a missing key or another
-        vocab size, layout or fingerprint raises :class:`IncompatibleKeyError` naming the key.
+        Checks (any combination):
+
+        - ``tokens``: a token store: its keys shared with the model must have the same records,
+          and the same tokenizer fingerprints;
+        - ``tokenizers``: a fitted :class:`TokenizerSet` (or its directory): likewise;
+        - ``token_keys``: names or TokenKey records (names resolve in the registry): every key
+          of the model must be there with the same record;
+        - ``fingerprints``: ``{token key or tokenizer name: fingerprint}``: each named one the
+          model records must match.
+
+        A different record raises :class:`IncompatibleKeyError` naming the key. A different
+        fingerprint (or one recorded on one side only) raises it naming the key and both
+        fingerprints, unless ``allow_mismatch=True``, which warns naming the keys.
+        ``strict=False`` skips the checks (to inspect a model; every embed / predict function
+        checks the store it reads again). With no source given nothing is checked here.
         """
         from astromodal_core.serialize import load_safetensors
 
@@ -445,6 +523,8 @@ class AstroModel(nn.Module):
             recorded = keys_from_json(cfg["token_keys"])
             recorded = {k: recorded[k] for k in cfg["key_order"]}
             mconf = ModelConfig.from_dict(cfg["model"])
+            rec_fp = {str(k): str(v) for k, v in dict(cfg.get("fingerprints") or {}).items()}
+            rec_tok = {str(k): str(v) for k, v in dict(cfg.get("tokenizers") or {}).items()}
         except (ValueError, KeyError, TypeError) as exc:
             raise CodecFormatError(f"{cfg_path}: unreadable model config ({exc})") from exc
         if version > MODEL_FORMAT_VERSION:
@@ -452,15 +532,22 @@ class AstroModel(nn.Module):
                 f"{cfg_path}: format_version {version} is newer than this astromodal-model reads "
                 f"({MODEL_FORMAT_VERSION}); upgrade astromodal-model"
             )
-        rec_fp = dict(cfg.get("fingerprints") or {})
+        model = cls(mconf, recorded, fingerprints=rec_fp, tokenizers=rec_tok)
         if strict:
-            if token_keys is None:
-                available, where = _registry_keys(), "the registry"
-            else:
-                available, where = resolve_token_keys(token_keys), "the given token keys"
-            check_keys_match(recorded, available, where=where, recorded_fingerprints=rec_fp, fingerprints=fingerprints)
+            if token_keys is not None:
+                check_keys_match(recorded, resolve_token_keys(token_keys), where="the given token keys")
+            if fingerprints is not None:
+                model.check_fingerprints(fingerprints, where="the fingerprints given", allow_mismatch=allow_mismatch)
+            if tokens is not None:
+                keys, key_fp, _ = store_record(tokens)
+                model.check_compatible(keys, key_fp, f"token store {tokens}", allow_mismatch=allow_mismatch)
+            if tokenizers is not None:
+                tset = as_tokenizer_set(tokenizers)
+                model.check_compatible(
+                    tset.token_keys(), tset.key_fingerprints(), f"tokenizer set {tset.directory}",
+                    allow_mismatch=allow_mismatch,
+                )
         arrays, _ = load_safetensors(directory / WEIGHTS_FILE, expected_fingerprint=cfg.get("weights_fingerprint"))
-        model = cls(mconf, recorded, fingerprints=rec_fp)
         state = {k: torch.from_numpy(np.array(v)) for k, v in arrays.items()}
         missing, unexpected = model.load_state_dict(state, strict=False)
         if missing or unexpected:
@@ -471,11 +558,43 @@ class AstroModel(nn.Module):
         return model.to(map_location)
 
     def check_compatible(
-        self, token_keys: Mapping[str, TokenKey], fingerprints: Mapping[str, str] | None, where: str
-    ) -> None:
-        """Raise :class:`IncompatibleKeyError` if ``token_keys`` (e.g. a store's) differ from the model's."""
-        shared = {n: k for n, k in self.token_keys.items() if n in token_keys}
-        check_keys_match(shared, token_keys, where=where, recorded_fingerprints=self.fingerprints, fingerprints=fingerprints)
+        self,
+        token_keys: Mapping[str, TokenKey],
+        fingerprints: Mapping[str, str] | None,
+        where: str,
+        *,
+        allow_mismatch: bool = False,
+    ) -> list[str]:
+        """Check the keys the model shares with ``token_keys`` (e.g. a store's) and their
+        fingerprints (``{key: fingerprint}``).
+
+        No shared key, or a different key record, raises :class:`IncompatibleKeyError`; a
+        different fingerprint (or one recorded on one side only) raises it naming the key and
+        both fingerprints, or warns with ``allow_mismatch``. Returns the keys whose
+        fingerprints differ (allowed).
+        """
+        shared = [n for n in self.token_keys if n in token_keys]
+        if not shared:
+            raise IncompatibleKeyError(
+                f"{where} has none of the model's token keys; it has {sorted(token_keys)}, "
+                f"the model {sorted(self.token_keys)}"
+            )
+        check_keys_match({n: self.token_keys[n] for n in shared}, token_keys, where=where)
+        return check_fingerprints(
+            self.fingerprints, dict(fingerprints or {}), shared, where=where, allow_mismatch=allow_mismatch
+        )
+
+    def check_fingerprints(
+        self, fingerprints: Mapping[str, str], *, where: str, allow_mismatch: bool = False
+    ) -> list[str]:
+        """Check ``{token key or tokenizer name: fingerprint}`` against what the model records;
+        only the names given are compared (see :meth:`check_compatible` for the outcome)."""
+        keys = [n for n in fingerprints if n in self.token_keys]
+        bad = check_fingerprints(self.fingerprints, fingerprints, keys, where=where, allow_mismatch=allow_mismatch)
+        names = [n for n in fingerprints if n in self.tokenizers and n not in self.token_keys]
+        return bad + check_fingerprints(
+            self.tokenizers, fingerprints, names, where=where, allow_mismatch=allow_mismatch, what="tokenizer"
+        )
 
 
 def ordinal_features(ids: torch.Tensor, key: TokenKey, n_features: int) -> torch.Tensor:
@@ -514,10 +633,28 @@ def _rows(value: Any) -> int:
     return int(value.shape[0]) if hasattr(value, "shape") else len(value)
 
 
-def _registry_keys() -> dict[str, TokenKey]:
-    from astromodal_core import get_registry
+def as_tokenizer_set(tokenizers: Any) -> Any:
+    """A :class:`~astromodal_core.tokenizer_set.TokenizerSet`, or one read from a directory."""
+    from astromodal_core.tokenizer_set import TokenizerSet
 
-    return get_registry().token_keys()
+    return tokenizers if isinstance(tokenizers, TokenizerSet) else TokenizerSet.read(tokenizers)
+
+
+def store_record(store: str | os.PathLike[str]) -> tuple[dict[str, TokenKey], dict[str, str], dict[str, str]]:
+    """A token store's ``(token keys, {key: fingerprint}, {tokenizer name: fingerprint})``."""
+    from astromodal_core.store import store_metadata
+
+    meta = store_metadata(store)
+    key_fp = {str(k): str(v) for k, v in dict(meta.get("fingerprints") or {}).items()}
+    return dict(meta["token_keys"]), key_fp, tokenizer_fingerprints(meta.get("tokenizers"))
+
+
+def _provenance(
+    keys: Mapping[str, TokenKey], key_fp: Mapping[str, str], tok_fp: Mapping[str, str]
+) -> dict[str, dict[str, str]]:
+    """The fingerprints of ``keys`` and of the tokenizers that wrote them."""
+    fps = {k: key_fp[k] for k in keys if k in key_fp}
+    return {"fingerprints": fps, "tokenizers": {n: f for n, f in tok_fp.items() if f in set(fps.values())}}
 
 
 def _as_config(config: ModelConfig | Mapping[str, Any] | str | None) -> ModelConfig:

@@ -19,7 +19,7 @@ from astromodal_core.store import store_metadata
 
 from .config import ModelConfig, TrainConfig, load_model_yaml, split_config
 from .data import MaskedTokenDataset, to_device, validation_batches, validation_rows
-from .keys import resolve_token_keys
+from .keys import check_fingerprints, check_keys_match, keys_from_json, keys_to_json
 from .model import AstroModel
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
@@ -113,16 +113,29 @@ def save_checkpoint(
                 arrays[f"optim.{name}.{sk}"] = np.atleast_1d(torch.as_tensor(sv).detach().float().cpu().numpy())
     meta = {
         "step": step, "history": history, "model_config": mconf.to_dict(),
-        "train_config": tconf.to_dict(),
+        "train_config": tconf.to_dict(), "token_keys": keys_to_json(model.token_keys),
+        "fingerprints": model.fingerprints,
     }
     save_safetensors(path, arrays, meta)
 
 
-def load_checkpoint(path: Path, model: AstroModel, opt: torch.optim.Optimizer) -> tuple[int, dict[str, Any]]:
-    """Restore weights and optimizer state; return ``(step, history)``."""
+def load_checkpoint(
+    path: Path, model: AstroModel, opt: torch.optim.Optimizer, *, allow_mismatch: bool = False
+) -> tuple[int, dict[str, Any]]:
+    """Restore weights and optimizer state; return ``(step, history)``.
+
+    The checkpoint's token keys and fingerprints must be the model's (the run resumes on
+    tokens from the same tokenizers); a fingerprint difference warns with ``allow_mismatch``.
+    """
     from astromodal_core.serialize import load_safetensors
 
     arrays, meta = load_safetensors(path)
+    where = f"the token store of this run (resuming {path})"
+    if "token_keys" in meta:
+        check_keys_match(keys_from_json(json.loads(meta["token_keys"])), model.token_keys, where=where)
+    if "fingerprints" in meta:
+        check_fingerprints(json.loads(meta["fingerprints"]), model.fingerprints, model.key_names,
+                           where=where, allow_mismatch=allow_mismatch)
     state = {k[len("model."):]: torch.from_numpy(np.array(v)) for k, v in arrays.items() if k.startswith("model.")}
     model.load_state_dict(state)
     opt_state: dict[int, dict[str, torch.Tensor]] = {}
@@ -173,6 +186,8 @@ def train_model(
     *,
     train_config: TrainConfig | Mapping[str, Any] | None = None,
     token_keys: Any = None,
+    tokenizers: Any = None,
+    allow_mismatch: bool = False,
     resume: bool = True,
     progress: bool = True,
     device: str | torch.device | None = None,
@@ -180,8 +195,12 @@ def train_model(
     """Train on a token store; return ``(model, history)``.
 
     ``config``: a model.yaml path, a mapping (``{model: ..., train: ...}`` or flat), a
-    ModelConfig or a preset name. Token keys default to the keys recorded in the store
-    (``train.token_keys`` or ``token_keys=`` narrow them). Writes ``out_dir/checkpoint.safetensors``
+    ModelConfig or a preset name. The model is assembled from the fitted state: the keys the
+    store records (written by the fitted tokenizers), or with ``tokenizers`` (a fitted
+    :class:`TokenizerSet` or its directory) the set's fitted tokenizers, the store then checked
+    against the set (key records and fingerprints; ``allow_mismatch`` turns a fingerprint
+    difference into a warning). ``train.token_keys`` or ``token_keys=`` narrow the keys. The
+    model records the tokenizer fingerprints. Writes ``out_dir/checkpoint.safetensors``
     (resumed from when present and ``resume``), ``out_dir/history.json`` and the final
     ``out_dir/model/`` (``AstroModel.from_pretrained``). History: ``step``, ``loss``, ``lr``
     per step and ``val`` (``{"step", "loss": {key: mean CE}}`` entries). Under torchrun
@@ -195,19 +214,22 @@ def train_model(
     meta = store_metadata(store_path)
     store_keys = meta["token_keys"]
     wanted = token_keys if token_keys is not None else tconf.token_keys
-    if wanted is None:
-        keys = dict(store_keys)
-    else:
-        names = [getattr(k, "name", k) for k in wanted]
-        missing = [n for n in names if n not in store_keys]
-        if missing:
-            raise DataError(f"{store_path}: token store has no key {missing[0]!r}; it has {sorted(store_keys)}")
-        keys = resolve_token_keys({n: store_keys[n] for n in names})
+    names = list(store_keys) if wanted is None else [getattr(k, "name", k) for k in wanted]
+    missing = [n for n in names if n not in store_keys]
+    if missing:
+        raise DataError(f"{store_path}: token store has no key {missing[0]!r}; it has {sorted(store_keys)}")
     if tconf.batch_size % world:
         raise ConfigError(f"batch_size {tconf.batch_size} is not divisible by the world size {world}")
     out_dir = Path(out_dir)
     torch.manual_seed(tconf.seed)
-    model = AstroModel(mconf, keys, fingerprints=meta.get("fingerprints") or {}).to(device)
+    if tokenizers is not None:
+        model = AstroModel.from_tokenizer_set(tokenizers, mconf, token_keys=names)
+        model.check_compatible(store_keys, meta.get("fingerprints"), f"token store {store_path}",
+                               allow_mismatch=allow_mismatch)
+    else:
+        model = AstroModel.from_store(store_path, mconf, token_keys=names)
+    keys = dict(model.token_keys)
+    model = model.to(device)
     groups = _decay_groups(model, tconf.weight_decay)
     fused = {"fused": True} if device.type == "cuda" else {}
     opt = torch.optim.AdamW(groups, lr=tconf.lr, betas=(0.9, 0.95), **fused)
@@ -215,7 +237,7 @@ def train_model(
     start = 0
     ckpt = out_dir / CHECKPOINT_FILE
     if resume and ckpt.is_file():
-        start, history = load_checkpoint(ckpt, model, opt)
+        start, history = load_checkpoint(ckpt, model, opt, allow_mismatch=allow_mismatch)
     if tconf.ordinal_smoothing > 0 and not any(k.ordinal for k in keys.values()):
         import warnings
 

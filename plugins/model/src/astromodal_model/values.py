@@ -1,22 +1,16 @@
-"""Token ids -> physical values, for predictions with a mean and a spread.
+"""Token ids -> physical values, for predictions with a mean, a spread and a median.
 
-The protocol ``predict_value`` needs from a "codec" is small: a 1-D array giving the physical
-value of every real token id of the key (index = token id; length at least the number of real
-ids, i.e. ``vocab_size`` or ``vocab_size - 1`` when the last id is the mask token). It is
-found, in this order, in:
+The values of a key are a float64 array indexed by token id: NaN at the mask token and at ids
+that are not real bins (e.g. a quantile tokenizer that fitted fewer bins than its vocabulary
+holds); such ids get probability zero and the rest is renormalised. They come from:
 
-1. a 1-D array (or list) itself;
-2. a mapping ``{token_key_name: array}``;
-3. a tokenizer with ``codecs()`` (e.g. the S-PLUS ScalarTokenizer): the codec whose
-   ``token_keys`` include the key, then read by the rules below;
-4. an object's ``bin_values`` attribute: an array, such a mapping, or a callable
-   ``bin_values(key_name) -> array``;
-5. an object's ``decode_tokens(key_name, ids) -> values`` method, called with every real id;
-6. an astromodal Codec: ``decode({key_name: ids})`` whose modality holds one numeric array
-   field (the decoded values).
+1. a fitted tokenizer: ``tokenizer.token_values(key)`` (the base contract,
+   :meth:`astromodal_core.tokenizer.Tokenizer.token_values`);
+2. a fitted tokenizer set (:class:`~astromodal_core.tokenizer_set.TokenizerSet`): the
+   ``token_values`` of the member that writes the key;
+3. an explicit 1-D array (or list) indexed by token id, at least one value per real id;
+4. a mapping ``{token key name: such an array}``.
 
-A NaN value marks an id that is not a real bin (e.g. a quantile codec that fitted fewer bins
-than its vocabulary holds): such ids get probability zero and the rest is renormalised.
 Infinite values are an error.
 """
 
@@ -25,66 +19,65 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import attrs
 import numpy as np
 
-from astromodal_core.errors import DataError
-from astromodal_core.modality import TokenKey, to_numpy
+from astromodal_core.errors import DataError, TokenKeyError
+from astromodal_core.modality import TokenKey
 
 
 def _n_real(key: TokenKey) -> int:
     return key.vocab_size - 1 if key.mask_token == key.vocab_size - 1 else key.vocab_size
 
 
-def _from_decode(codec: Any, key: TokenKey, ids: np.ndarray) -> np.ndarray:
-    modality = codec.decode({key.name: ids.astype(key.dtype)})
-    arrays = []
-    for f in attrs.fields(type(modality)):
-        v = getattr(modality, f.name)
-        if hasattr(v, "shape") and getattr(v, "ndim", 0) >= 1 and v.shape[0] == len(ids):
-            arrays.append(to_numpy(v))
-    if len(arrays) != 1:
+def _is_set(source: Any) -> bool:
+    from astromodal_core.tokenizer_set import TokenizerSet
+
+    return isinstance(source, TokenizerSet)
+
+
+def values_source_fingerprint(source: Any, key: str) -> str | None:
+    """The fingerprint of the tokenizer ``source`` takes ``key``'s values from (None for
+    explicit arrays and mappings)."""
+    if _is_set(source):
+        return source.key_fingerprints().get(key)
+    fp = getattr(source, "fingerprint", None) if hasattr(source, "token_values") else None
+    return fp if isinstance(fp, str) else None
+
+
+def _from_tokenizer(tokenizer: Any, key: TokenKey) -> np.ndarray:
+    name = type(tokenizer).__name__
+    if not callable(getattr(tokenizer, "token_values", None)):
+        raise DataError(f"token key {key.name!r}: {name} gives no physical values (no token_values method)")
+    try:
+        values = np.asarray(tokenizer.token_values(key.name), dtype=np.float64)
+    except TokenKeyError as exc:
+        raise DataError(f"token key {key.name!r}: no physical values: {exc}") from exc
+    if values.shape not in ((key.vocab_size,), (_n_real(key),)):
         raise DataError(
-            f"token key {key.name!r}: {type(codec).__name__}.decode returned {len(arrays)} value "
-            "arrays; pass bin values explicitly"
+            f"token key {key.name!r}: {name}.token_values gives shape {values.shape}, the key has "
+            f"vocab_size {key.vocab_size} (a tokenizer other than the one that made the tokens?)"
         )
-    return arrays[0].reshape(len(ids), -1)[:, 0]
-
-
-def _codec_for_key(tokenizer: Any, key: TokenKey) -> Any:
-    codecs = list(tokenizer.codecs())
-    for c in codecs:
-        if key.name in {getattr(k, "name", k) for k in getattr(c, "token_keys", ())}:
-            return c
-    known = sorted(getattr(k, "name", k) for c in codecs for k in getattr(c, "token_keys", ()))
-    raise DataError(
-        f"token key {key.name!r}: {type(tokenizer).__name__} has no codec for it; its codecs cover {known}"
-    )
+    return values
 
 
 def token_values(codec: Any, key: TokenKey) -> np.ndarray:
-    """A float64 array (vocab_size,) of per-token values; NaN at the mask token and at ids
-    that are not real bins."""
+    """A float64 array (vocab_size,) of per-token values from ``codec`` (a fitted tokenizer,
+    a tokenizer set, an array or a ``{key: array}`` mapping); NaN at the mask token and at
+    ids that are not real bins."""
     n = _n_real(key)
-    ids = np.arange(n)
     source: Any = codec
-    if not isinstance(source, (Mapping, np.ndarray, list, tuple)) and callable(getattr(source, "codecs", None)):
-        source = _codec_for_key(source, key)
+    if _is_set(source):
+        source = source.load(source.owner(key.name))
     if isinstance(source, Mapping):
         if key.name not in source:
             raise DataError(f"no bin values for token key {key.name!r}; given {sorted(source)}")
         source = source[key.name]
-    elif hasattr(source, "bin_values"):
-        source = source.bin_values
-        if isinstance(source, Mapping):
-            source = source[key.name]
-        elif callable(source):
-            source = source(key.name)
-    elif hasattr(source, "decode_tokens"):
-        source = np.asarray(source.decode_tokens(key.name, ids))
-    elif hasattr(source, "decode") and hasattr(source, "token_keys"):
-        source = _from_decode(source, key, ids)
-    values = np.asarray(source, dtype=np.float64).ravel()
+    elif not isinstance(source, (np.ndarray, list, tuple)):
+        source = _from_tokenizer(source, key)
+    try:
+        values = np.asarray(source, dtype=np.float64).ravel()
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"token key {key.name!r}: bin values are not numbers ({exc})") from exc
     if values.size < n:
         raise DataError(
             f"token key {key.name!r}: {values.size} bin values for {n} real token ids"
