@@ -106,14 +106,36 @@ def test_unfitted_use(small):
 
 
 def test_bad_arguments():
-    with pytest.raises(ValueError, match="n_bins"):
-        ScalarTokenizer(n_bins=70000)
     with pytest.raises(ValueError, match="both give token key 'tok_mag_r'"):
         ScalarTokenizer(scalar_columns=["mag-r", "mag.r"])
-    with pytest.raises(ConfigError, match="unknown key 'nbins'"):
+    with pytest.raises(ConfigError, match=r"tokenizers\.scalar\.nbins: unknown setting"):
         ScalarTokenizer.from_config({"nbins": 10})
-    with pytest.raises(DataError, match="no training files"):
+    with pytest.raises(DataError, match="no input files given"):
         _tok().train([])
+
+
+@pytest.mark.parametrize("setting, value, message", [
+    ("n_bins", 70000, r"n_bins must be an integer in \[2, 65535\], got 70000"),
+    ("n_bins", 1, r"n_bins must be an integer in \[2, 65535\], got 1"),
+    ("n_bins", "many", r"n_bins must be an integer in \[2, 65535\], got 'many'"),
+    ("mag_min", 23.0, r"mag_min 23.0 is above mag_max 22.0"),
+    ("mag_max", float("nan"), r"mag_max must be a finite number, got nan"),
+    ("magerr_max", 0.0, r"magerr_max must be positive, got 0.0"),
+    ("max_values_per_col", 0, r"max_values_per_col must be an integer >= 1, got 0"),
+    ("max_values_per_file_per_col", 2.5, r"max_values_per_file_per_col must be an integer >= 1, got 2.5"),
+    ("rng_seed", "zero", r"rng_seed must be an integer, got 'zero'"),
+    ("batch_size", 0, r"batch_size must be an integer >= 1, got 0"),
+    ("backend", "cuda", r"backend must be one of"),
+    ("sentinels", [99.0, "x"], r"sentinels\[1\] must be a finite number, got 'x'"),
+    ("column_map", {"mag_pstotal_r": 3}, r"column_map must map column names to column names"),
+    ("scalar_columns", "mag_pstotal_r", r"scalar_columns must be a list of column names"),
+    ("id_col", "", r"id_col must be a column name"),
+])
+def test_settings_are_checked_and_named(setting, value, message):
+    with pytest.raises(ValueError, match=message):
+        ScalarTokenizer(**{setting: value})
+    with pytest.raises(ConfigError, match=r"^tokenizers\.scalar: " + message):
+        ScalarTokenizer.from_config({setting: value})
 
 
 def test_sample_state_from_other_settings_is_refused(small):
@@ -157,3 +179,47 @@ def test_saved_file_checks(trained, tmp_path):
     with zipfile.ZipFile(path) as z:
         config = json.loads(np.load(z.open("__config__.npy")).item())
     assert config["tokenizer"] == "scalar" and config["settings"]["scalar_columns"] == COLS
+
+
+def _resave(src, dst, **changes):
+    """The saved state with some arrays changed, written with a valid fingerprint."""
+    from astromodal_core.serialize import load_npz, save_npz
+
+    config, arrays, _ = load_npz(src)
+    arrays.update(changes)
+    save_npz(dst, config, arrays, kind="scalar_tokenizer")
+    return dst
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"c001_edges": np.r_[np.full(30, 17.0), np.nan]},
+     r"column 'mag_pstotal_g' \(array c001_edges\): bin edges hold NaN or infinite values"),
+    ({"c000_edges": np.linspace(22.0, 14.0, 31)},
+     r"column 'mag_pstotal_r' \(array c000_edges\): bin edges are not in increasing order"),
+    ({"c000_centers": np.zeros(5)},
+     r"column 'mag_pstotal_r': array c000_centers has shape \(5,\), expected \(32,\) for 31 edges"),
+    ({"c001_edges": np.zeros((31, 2))}, r"column 'mag_pstotal_g': array 'c001_edges' has shape \(31, 2\)"),
+])
+def test_damaged_state_is_a_codec_format_error(trained, tmp_path, change, message):
+    path = trained.save(tmp_path / "ok.npz")
+    with pytest.raises(CodecFormatError, match=message):
+        ScalarTokenizer.load(_resave(path, tmp_path / "bad.npz", **change))
+
+
+def test_damaged_config_names_the_file(trained, tmp_path):
+    from astromodal_core.serialize import load_npz, save_npz
+
+    config, arrays, _ = load_npz(trained.save(tmp_path / "ok.npz"))
+    config["settings"]["n_bins"] = 1
+    save_npz(tmp_path / "bad.npz", config, arrays, kind="scalar_tokenizer")
+    with pytest.raises(CodecFormatError, match=r"bad\.npz: invalid ScalarTokenizer state \(ValueError: n_bins"):
+        ScalarTokenizer.load(tmp_path / "bad.npz")
+    config["settings"]["n_bins"] = 32
+    config["tokenizer"] = "spectrum"
+    save_npz(tmp_path / "other.npz", config, arrays, kind="scalar_tokenizer")
+    with pytest.raises(CodecFormatError, match="not a scalar tokenizer file"):
+        ScalarTokenizer.load(tmp_path / "other.npz")
+    loaded = ScalarTokenizer.load(tmp_path / "ok.npz", backend="numpy", batch_size=7, progress=False)
+    assert (loaded.backend, loaded.batch_size, loaded.fingerprint) == ("numpy", 7, trained.fingerprint)
+    with pytest.raises(CodecFormatError, match=r"load\(\) takes only the runtime settings"):
+        ScalarTokenizer.load(tmp_path / "ok.npz", n_bins=8)

@@ -235,11 +235,57 @@ def test_encode_arrays_checks_its_input(fitted):
 
 
 def test_encode_without_mask_and_without_numba(fitted, cubes, monkeypatch):
-    from astromodal_splus import kernels
+    from astromodal_core.blocks import quantile
 
     with_numba = fitted.encode(cubes[0], progress=False)
-    monkeypatch.setattr(kernels, "HAVE_NUMBA", False)
+    monkeypatch.setattr(quantile, "HAVE_NUMBA", False)
+    assert quantile.resolve_backend(fitted.backend) == "numpy"
     res = fitted.encode(cubes[0], progress=False, return_mask=False)
     assert "scalar_mask" not in res
     np.testing.assert_array_equal(res["scalar_tokens"], with_numba["scalar_tokens"])
     np.testing.assert_array_equal(res["n_missing"], with_numba["scalar_mask"].sum(axis=0))
+
+
+def test_pairwise_merged_samples_equal_train(cubes):
+    kw = dict(n_bins=128, progress=False, max_values_per_file_per_col=500, max_values_per_col=1200)
+    tok = ScalarTokenizer(**kw)
+    a, b, c = (tok.sample_file(f) for f in cubes)
+    merged = tok.merge_samples(c, tok.merge_samples(a, b))  # as the pipeline folds samples
+    assert merged["files"] == [str(cubes[2]), str(cubes[0]), str(cubes[1])]
+    assert all(len(merged["columns"][col]["values"]) <= 1200 for col in tok.scalar_columns)
+    tok.fit_from_samples([merged])
+    assert tok.fingerprint == ScalarTokenizer(**kw).train(cubes).fingerprint
+
+
+def test_iter_token_batches_streams_the_encode_result(fitted, cubes):
+    res = fitted.encode(cubes[0], progress=False)
+    batches = list(fitted.iter_token_batches(cubes[0], batch_size=1500))
+    assert [len(ids) for ids, _ in batches] == [1500, 1500, 1000]
+    keys = [k.name for k in fitted.token_keys]
+    for name in keys:
+        assert all(cols[name].shape == (len(ids),) for ids, cols in batches)
+    np.testing.assert_array_equal(np.concatenate([ids for ids, _ in batches]), res["ids"])
+    joined = np.column_stack([np.concatenate([cols[k] for _, cols in batches]) for k in keys])
+    np.testing.assert_array_equal(joined, res["scalar_tokens"])
+
+
+def test_token_values_are_the_bin_medians_of_each_key(fitted):
+    from astromodal_core import TokenKeyError
+
+    for c, codec in zip(fitted.scalar_columns, fitted.codecs()):
+        values = fitted.token_values(f"tok_{c}")
+        assert values.shape == (257,) and np.isnan(values[256])
+        n = fitted.effective_bins[c]
+        np.testing.assert_array_equal(values[:n], fitted.bins[c].centers)
+        np.testing.assert_array_equal(values, codec.bin_values)
+    with pytest.raises(TokenKeyError, match="no token key 'tok_nope'"):
+        fitted.token_values("tok_nope")
+
+
+def test_store_records_the_tokenizer_and_its_source(fitted, cubes, tmp_path):
+    from astromodal_core.store import store_metadata
+
+    meta = store_metadata(fitted.encode_to_store(cubes[0], tmp_path / "t.parquet"))
+    assert meta["tokenizers"] == {"scalar": fitted.fingerprint}
+    assert set(meta["fingerprints"].values()) == {fitted.fingerprint}
+    assert meta["source"]["path"] == str(cubes[0].resolve())

@@ -21,12 +21,12 @@ from astromodal_core import (
     ModalityTypeError,
     TokenKey,
 )
+from astromodal_core.blocks.quantile import BinTable, QuantileBins, missing_mask
 from astromodal_core.io import iter_batches, numeric_column
 from astromodal_core.modality import to_numpy
 from astromodal_core.sampling import BottomK, hash_keys
 from astromodal_core.serialize import load_npz, save_npz
 
-from .binning import BinTable, fit_bins
 from .columns import (
     DEFAULT_SENTINELS,
     REDSHIFT_COLUMN,
@@ -36,23 +36,24 @@ from .columns import (
     mag_column,
     token_key_name,
 )
-from .kernels import build_lookup, encode_values
 from .modalities import CatalogScalar, GaiaAstrometry, Redshift, SplusMagnitude
 
 CODEC_KIND = "splus_scalar_codec"
-
-
-def missing_mask(values: np.ndarray, sentinels: Sequence[float]) -> np.ndarray:
-    """True where a value is NaN, +-inf or a sentinel."""
-    values = np.asarray(values, dtype=np.float64)
-    out = ~np.isfinite(values)
-    for s in sentinels:
-        out |= values == s
-    return out
+__all__ = [
+    "CODEC_CLASSES",
+    "AstrometryCodec",
+    "CatalogScalarCodec",
+    "MagnitudeCodec",
+    "RedshiftCodec",
+    "ScalarColumnCodec",
+    "codec_for_column",
+    "missing_mask",
+]
 
 
 class ScalarColumnCodec(Codec):
-    """Quantile binning of one canonical column: token ``searchsorted(edges, x, "right")``.
+    """Quantile binning of one canonical column (a one-column
+    :class:`~astromodal_core.blocks.QuantileBins`): token ``searchsorted(edges, x, "right")``.
 
     ``vocab_size = n_bins + 1``; ``mask_token = n_bins`` marks NaN, inf and ``sentinels``
     (default: 99 / -99 for magnitude and magnitude-error columns, none for other columns).
@@ -72,19 +73,29 @@ class ScalarColumnCodec(Codec):
         rng_seed: int = 0,
         backend: str = "auto",
     ):
-        if not 2 <= int(n_bins) <= 65535:
-            raise ValueError(f"n_bins must be in [2, 65535], got {n_bins}")
         self.column = str(column)
-        self.n_bins = int(n_bins)
         self.sentinels = (
             default_sentinels(self.column, DEFAULT_SENTINELS) if sentinels is None
             else tuple(float(s) for s in sentinels)
         )
+        self.quantiles = QuantileBins(n_bins, [self.column], sentinels=self.sentinels, backend=backend)
+        self.n_bins = self.quantiles.n_bins
         self.max_values = int(max_values)
         self.rng_seed = int(rng_seed)
-        self.backend = backend
-        self.bins: BinTable | None = None
-        self._lookup: Any = None
+
+    @property
+    def backend(self) -> str:
+        """The encoding backend: ``auto``, ``numba`` or ``numpy``."""
+        return self.quantiles.backend
+
+    @backend.setter
+    def backend(self, value: str) -> None:
+        self.quantiles.backend = value
+
+    @property
+    def bins(self) -> BinTable | None:
+        """The fitted bins (None until trained or loaded)."""
+        return self.quantiles.tables[0] if self.quantiles.tables is not None else None
 
     # state ---------------------------------------------------------------------------------
     @property
@@ -97,7 +108,7 @@ class ScalarColumnCodec(Codec):
 
     @property
     def is_fitted(self) -> bool:
-        return self.bins is not None
+        return self.quantiles.is_fitted
 
     @property
     def effective_bins(self) -> int:
@@ -113,10 +124,7 @@ class ScalarColumnCodec(Codec):
         so a predicted distribution can give those ids no weight.
         """
         self.check_fitted()
-        assert self.bins is not None
-        out = np.full(self.n_bins + 1, np.nan)
-        out[: self.bins.effective_bins] = self.bins.centers
-        return out
+        return self.quantiles.token_values()
 
     @property
     def token_keys(self) -> tuple[TokenKey, ...]:
@@ -134,10 +142,7 @@ class ScalarColumnCodec(Codec):
 
     def set_bins(self, bins: BinTable) -> ScalarColumnCodec:
         """Install fitted bins (used by the tokenizer and by ``load``)."""
-        if bins.effective_bins > self.n_bins:
-            raise ValueError(f"{self.column}: {bins.effective_bins} bins exceed n_bins={self.n_bins}")
-        self.bins = bins
-        self._lookup = build_lookup(bins.edges)
+        self.quantiles.set_tables([bins])
         return self
 
     def _config(self) -> dict[str, Any]:
@@ -170,7 +175,8 @@ class ScalarColumnCodec(Codec):
         sample = reservoir.sample()
         if not len(sample):
             raise DataError(f"{self.column}: no finite, non-sentinel values to train on")
-        return self.set_bins(fit_bins(sample, self.n_bins))
+        self.quantiles.fit([sample])
+        return self
 
     def _iter_sources(self, sources: Any) -> Any:
         if isinstance(sources, (str, os.PathLike)):
@@ -204,13 +210,7 @@ class ScalarColumnCodec(Codec):
     def encode_array(self, values: Any) -> np.ndarray:
         """uint16 tokens of a 1-D array of values in physical units."""
         self.check_fitted()
-        arr = to_numpy(values)
-        if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
-            raise DataError(f"{self.column}: values have dtype {arr.dtype}, expected numbers")
-        arr = np.atleast_1d(arr)
-        if arr.ndim != 1:
-            raise DataError(f"{self.column}: expected a 1-D batch of values, got shape {arr.shape}")
-        return encode_values(arr, self._lookup, self.mask_token, np.asarray(self.sentinels), backend=self.backend)
+        return self.quantiles.encode(to_numpy(values), 0)
 
     def encode(self, modality: Modality) -> dict[str, Any]:
         self.check_fitted()
@@ -224,23 +224,8 @@ class ScalarColumnCodec(Codec):
     def decode_array(self, tokens: Any) -> tuple[np.ndarray, np.ndarray]:
         """``(values, widths)`` of tokens: bin medians and widths, NaN for the mask token."""
         self.check_fitted()
-        assert self.bins is not None
         t = np.atleast_1d(to_numpy(tokens))
-        if not np.issubdtype(t.dtype, np.integer):
-            raise DataError(f"{self.key_name}: tokens have dtype {t.dtype}, expected integers")
-        t = t.astype(np.int64)
-        masked = t == self.mask_token
-        bad = (~masked) & ((t < 0) | (t >= self.bins.effective_bins))
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            raise DataError(
-                f"{self.key_name}: token {int(t[i])} at position {i} is not a bin of this codec "
-                f"(it has {self.bins.effective_bins} bins, mask token {self.mask_token})"
-            )
-        idx = np.where(masked, 0, t)
-        values = np.where(masked, np.nan, self.bins.centers[idx])
-        widths = np.where(masked, np.nan, self.bins.widths[idx])
-        return values, widths
+        return self.quantiles.decode(t), self.quantiles.widths(t)
 
     def decode(self, tokens: Mapping[str, Any], **metadata: Any) -> Modality:
         if self.key_name not in tokens:
@@ -272,7 +257,7 @@ class ScalarColumnCodec(Codec):
                 max_values=config["max_values"], rng_seed=config["rng_seed"],
                 backend=kwargs.get("backend", "auto"),
             )
-            codec.set_bins(BinTable.from_arrays(arrays, "", config["n_samples"]))
+            codec.set_bins(BinTable.from_arrays(arrays, "", config["n_samples"], where=f"{path}"))
         except (KeyError, ValueError, TypeError) as exc:
             raise CodecFormatError(f"{path}: incomplete codec state ({exc})") from exc
         return codec

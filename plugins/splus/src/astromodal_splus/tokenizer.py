@@ -1,11 +1,15 @@
 """ScalarTokenizer: quantile binning of catalogue scalars (seed 000's ScalarTokenizer).
 
+A :class:`~astromodal_core.Tokenizer` built on the core's quantile block
+(:class:`~astromodal_core.blocks.QuantileBins`): this module adds the S-PLUS specifics, i.e. the
+training filters, canonical column names and the seed's ``encode`` dict.
+
 Missing values. The seed's dense ``scalar_tokens`` (n_rows, n_cols) uint16 array holds the
 reserved id ``N_BINS`` where a value is NaN, +-inf or a sentinel: ``sentinels`` (default 99,
 -99) apply to magnitude and magnitude-error columns only, ``column_sentinels={column: [...]}``
-sets any column's own list (``[]`` for none). Every column's token key has ``vocab_size = N_BINS + 1`` and ``mask_token = N_BINS``, the
-token store stores the same id. ``encode`` also returns ``scalar_mask`` (True = missing), a
-convenience equal to ``scalar_tokens == N_BINS``.
+sets any column's own list (``[]`` for none). Every column's token key has ``vocab_size =
+N_BINS + 1`` and ``mask_token = N_BINS``, the token store stores the same id. ``encode`` also
+returns ``scalar_mask`` (True = missing), a convenience equal to ``scalar_tokens == N_BINS``.
 
 Filters. The row filter (``mag_filter_col`` in ``[mag_min, mag_max]``) and the error filter
 (``err <= magerr_max`` for columns with an error column) only choose the values the bin edges
@@ -20,23 +24,24 @@ catalogue reads tokens of another.
 
 from __future__ import annotations
 
-import inspect
+import math
+import numbers
 import os
 import warnings
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from astromodal_core import CodecFormatError, ConfigError, DataError, NotFittedError, TokenKey
+from astromodal_core import CodecFormatError, DataError, Tokenizer, TokenKey
+from astromodal_core.blocks.quantile import BinTable, QuantileBins, missing_mask, resolve_backend
 from astromodal_core.io import id_column, iter_batches, num_rows, numeric_column
 from astromodal_core.sampling import BottomK, hash_keys
-from astromodal_core.serialize import fingerprint, load_npz, save_npz
+from astromodal_core.serialize import fingerprint
 
-from .binning import BinTable, fit_bins
-from .codecs import ScalarColumnCodec, codec_for_column, missing_mask
+from .codecs import ScalarColumnCodec, codec_for_column
 from .columns import (
     DEFAULT_SCALAR_COLUMNS,
     DEFAULT_SENTINELS,
@@ -46,10 +51,13 @@ from .columns import (
     file_column,
     token_key_name,
 )
-from .kernels import build_lookup, encode_many, resolve_backend, submit_many
 
 TOKENIZER_KIND = "scalar_tokenizer"
 SAMPLE_FORMAT = 1
+#: settings ``load`` may override: they change how a file is read, never the tokens
+RUNTIME_SETTINGS = ("batch_size", "backend", "progress")
+
+PathLike = str | os.PathLike[str]
 
 
 def _float_column(batch: pa.RecordBatch, name: str, path: Any) -> np.ndarray:
@@ -60,12 +68,46 @@ def _float_column(batch: pa.RecordBatch, name: str, path: Any) -> np.ndarray:
     return numeric_column(batch, name, path)
 
 
-class ScalarTokenizer:
+def _integer(name: str, value: Any, low: int | None = None, high: int | None = None) -> int:
+    """An integer setting in ``[low, high]``; a ValueError naming the setting otherwise."""
+    ok = not isinstance(value, bool) and (
+        isinstance(value, numbers.Integral) or (isinstance(value, float) and value.is_integer()))
+    if not ok or (low is not None and value < low) or (high is not None and value > high):
+        bounds = "" if low is None else f" >= {low}" if high is None else f" in [{low}, {high}]"
+        raise ValueError(f"{name} must be an integer{bounds}, got {value!r}")
+    return int(value)
+
+
+def _number(name: str, value: Any) -> float:
+    """A finite real setting; a ValueError naming the setting otherwise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _names(name: str, value: Any) -> dict[str, str]:
+    if not isinstance(value, Mapping) or not all(
+            isinstance(k, str) and k and isinstance(v, str) and v for k, v in value.items()):
+        raise ValueError(f"{name} must map column names to column names, got {value!r}")
+    return dict(value)
+
+
+def _sentinel_list(name: str, value: Any) -> tuple[float, ...]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise ValueError(f"{name} must be a list of numbers, got {value!r}")
+    return tuple(_number(f"{name}[{i}]", s) for i, s in enumerate(value))
+
+
+class ScalarTokenizer(Tokenizer):
     """Quantile binning of catalogue scalars into ``n_bins`` tokens per column (+ a mask token).
 
     Train with :meth:`train` (or :meth:`sample_file` per file + :meth:`fit_from_samples`),
-    encode parquet files with :meth:`encode`, persist with :meth:`save` / :meth:`load`.
+    encode parquet files with :meth:`encode` (the seed's dict) or :meth:`encode_to_store`
+    (streamed), persist with :meth:`save` / :meth:`load`.
     """
+
+    name = "scalar"
+    kind = TOKENIZER_KIND
 
     def __init__(
         self,
@@ -90,46 +132,49 @@ class ScalarTokenizer:
         backend: str = "auto",
         progress: bool = True,
     ):
+        if isinstance(scalar_columns, str):
+            raise ValueError(f"scalar_columns must be a list of column names, got the string {scalar_columns!r}")
         cols = list(DEFAULT_SCALAR_COLUMNS if scalar_columns is None else scalar_columns)
         if not cols or not all(isinstance(c, str) and c for c in cols):
             raise ValueError(f"scalar_columns must be a non-empty list of column names, got {cols!r}")
         if len(set(cols)) != len(cols):
             raise ValueError(f"scalar_columns lists a column twice: {cols}")
         check_unique_keys(cols)
-        if not 2 <= int(n_bins) <= 65535:
-            raise ValueError(f"n_bins must be in [2, 65535] (uint16 tokens + mask), got {n_bins}")
-        if float(mag_min) > float(mag_max):
+        self.n_bins = _integer("n_bins", n_bins, 2, 65535)
+        if mag_filter_col is not None and not (isinstance(mag_filter_col, str) and mag_filter_col):
+            raise ValueError(f"mag_filter_col must be a column name or None, got {mag_filter_col!r}")
+        self.mag_min = _number("mag_min", mag_min)
+        self.mag_max = _number("mag_max", mag_max)
+        if self.mag_min > self.mag_max:
             raise ValueError(f"mag_min {mag_min} is above mag_max {mag_max}")
-        if int(max_values_per_col) < 1:
-            raise ValueError(f"max_values_per_col must be >= 1, got {max_values_per_col}")
-        if max_values_per_file_per_col is not None and int(max_values_per_file_per_col) < 1:
-            raise ValueError(f"max_values_per_file_per_col must be >= 1, got {max_values_per_file_per_col}")
-        resolve_backend(backend)
-        self.n_bins = int(n_bins)
+        self.magerr_max = _number("magerr_max", magerr_max)
+        if self.magerr_max <= 0:
+            raise ValueError(f"magerr_max must be positive, got {magerr_max!r}")
+        self.max_values_per_col = _integer("max_values_per_col", max_values_per_col, 1)
+        self.max_values_per_file_per_col = (
+            None if max_values_per_file_per_col is None
+            else _integer("max_values_per_file_per_col", max_values_per_file_per_col, 1)
+        )
+        self.rng_seed = _integer("rng_seed", rng_seed)
+        if not isinstance(id_col, str) or not id_col:
+            raise ValueError(f"id_col must be a column name, got {id_col!r}")
         self.scalar_columns = cols
         self.mag_filter_col = mag_filter_col
-        self.mag_min = float(mag_min)
-        self.mag_max = float(mag_max)
         self.apply_row_filter = bool(apply_row_filter) and mag_filter_col is not None
-        self.magerr_max = float(magerr_max)
         self.apply_magerr_filter = bool(apply_magerr_filter)
-        self.max_values_per_col = int(max_values_per_col)
-        self.max_values_per_file_per_col = (
-            None if max_values_per_file_per_col is None else int(max_values_per_file_per_col)
-        )
-        self.rng_seed = int(rng_seed)
-        self.id_col = str(id_col)
-        self.column_map = {str(k): str(v) for k, v in dict(column_map or {}).items()}
-        self.error_columns = (
-            default_error_columns(cols) if error_columns is None
-            else {str(k): str(v) for k, v in dict(error_columns).items()}
-        )
+        self.id_col = id_col
+        self.column_map = _names("column_map", column_map or {})
+        self.error_columns = (default_error_columns(cols) if error_columns is None
+                              else _names("error_columns", error_columns))
         unknown = [c for c in self.error_columns if c not in cols]
         if unknown:
             raise ValueError(f"error_columns names {unknown}, which are not in scalar_columns")
-        self.sentinels = tuple(float(s) for s in sentinels)
+        self.sentinels = _sentinel_list("sentinels", sentinels)
+        if not isinstance(column_sentinels or {}, Mapping):
+            raise ValueError(f"column_sentinels must map column names to lists of numbers, got {column_sentinels!r}")
         self.column_sentinels = {
-            str(k): [float(x) for x in v] for k, v in dict(column_sentinels or {}).items()
+            str(k): list(_sentinel_list(f"column_sentinels[{k!r}]", v))
+            for k, v in dict(column_sentinels or {}).items()
         }
         known = {*cols, *self.error_columns.values(), *([mag_filter_col] if mag_filter_col else [])}
         unknown = [c for c in self.column_sentinels if c not in known]
@@ -137,25 +182,15 @@ class ScalarTokenizer:
             raise ValueError(
                 f"column_sentinels names {unknown}, which are not scalar, error or row-filter columns"
             )
-        self.batch_size = int(batch_size)
-        self.backend = backend
+        self.batch_size = _integer("batch_size", batch_size, 1)
+        resolve_backend(backend)
         self.progress = bool(progress)
-        self.bins: dict[str, BinTable] | None = None
+        self.quantiles = QuantileBins(self.n_bins, cols, sentinels={c: self.sentinels_of(c) for c in cols},
+                                      backend=backend)
         self.report_: dict[str, Any] = {}
-        self._lookups: dict[str, Any] = {}
 
-    # ------------------------------------------------------------------ construction
-    @classmethod
-    def from_config(cls, section: Mapping[str, Any]) -> ScalarTokenizer:
-        """Build from the ``tokenizers.scalar`` section of config.yaml; unknown keys are errors."""
-        params = set(inspect.signature(cls.__init__).parameters) - {"self"}
-        data = section.to_dict() if hasattr(section, "to_dict") else dict(section)
-        for key in data:
-            if key not in params:
-                raise ConfigError(f"tokenizers.scalar: unknown key {key!r}; known: {sorted(params)}")
-        return cls(**data)
-
-    def _settings(self) -> dict[str, Any]:
+    def _saved_settings(self) -> dict[str, Any]:
+        """The settings a saved file records (the runtime ones are left out)."""
         return {
             "n_bins": self.n_bins,
             "scalar_columns": list(self.scalar_columns),
@@ -177,6 +212,16 @@ class ScalarTokenizer:
 
     # ------------------------------------------------------------------ properties
     @property
+    def backend(self) -> str:
+        """The encoding backend: ``auto`` (numba when installed), ``numba`` or ``numpy``."""
+        return self.quantiles.backend
+
+    @backend.setter
+    def backend(self, value: str) -> None:
+        resolve_backend(value)
+        self.quantiles.backend = value
+
+    @property
     def N_BINS(self) -> int:  # noqa: N802 - the seed's name
         """Bins per column; also the mask token id."""
         return self.n_bins
@@ -195,7 +240,13 @@ class ScalarTokenizer:
 
     @property
     def is_fitted(self) -> bool:
-        return self.bins is not None
+        return self.quantiles.is_fitted
+
+    @property
+    def bins(self) -> dict[str, BinTable] | None:
+        """The fitted bins of every column (None until trained or loaded)."""
+        tables = self.quantiles.tables
+        return None if tables is None else dict(zip(self.scalar_columns, tables))
 
     def sentinels_of(self, column: str) -> tuple[float, ...]:
         """Values that mean "missing" in a canonical column: its ``column_sentinels`` entry, else
@@ -204,45 +255,58 @@ class ScalarTokenizer:
             return tuple(self.column_sentinels[column])
         return default_sentinels(column, self.sentinels)
 
-    def _sentinel_array(self, column: str) -> np.ndarray:
-        return np.asarray(self.sentinels_of(column), dtype=np.float64)
-
-    def check_fitted(self) -> None:
-        if self.bins is None:
-            raise NotFittedError("ScalarTokenizer is not fitted: call train(...) or ScalarTokenizer.load(...)")
-
     @property
     def token_keys(self) -> tuple[TokenKey, ...]:
-        """One scalar key per column: ``tok_<column>``, vocab N_BINS + 1, mask token N_BINS."""
-        return tuple(
-            codec_for_column(c, self.n_bins).token_keys[0] for c in self.scalar_columns
-        )
+        """One ordinal scalar key per column: ``tok_<column>``, vocab N_BINS + 1, mask N_BINS."""
+        return tuple(codec_for_column(c, self.n_bins).token_keys[0] for c in self.scalar_columns)
 
     @property
     def effective_bins(self) -> dict[str, int]:
         """Distinct bins each column uses (fewer than n_bins when the sample has ties)."""
         self.check_fitted()
-        assert self.bins is not None
-        return {c: self.bins[c].effective_bins for c in self.scalar_columns}
+        return self.quantiles.effective_bins
 
-    @property
-    def fingerprint(self) -> str:
+    def token_values(self, key: str) -> np.ndarray:
+        """The bin median of every token id of ``key`` (NaN at the mask and at unused ids)."""
         self.check_fitted()
-        config, arrays = self._state()
-        return fingerprint(config, arrays)
+        k = self.token_key(key)
+        column = {token_key_name(c): c for c in self.scalar_columns}[k.name]
+        return self.quantiles.token_values(column)
 
+    # ------------------------------------------------------------------ state
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        assert self.bins is not None
-        arrays: dict[str, np.ndarray] = {}
-        for i, c in enumerate(self.scalar_columns):
-            arrays.update(self.bins[c].arrays(f"c{i:03d}_"))
         config = {
             "tokenizer": "scalar",
             "class": "ScalarTokenizer",
-            "settings": self._settings(),
-            "n_samples": {c: self.bins[c].n_samples for c in self.scalar_columns},
+            "settings": self._saved_settings(),
+            "n_samples": dict(zip(self.scalar_columns, self.quantiles.config()["n_samples"])),
         }
-        return config, arrays
+        return config, self.quantiles.arrays()
+
+    @classmethod
+    def _from_state(cls, config: dict[str, Any], arrays: dict[str, np.ndarray],
+                    companions: dict[str, dict[str, np.ndarray]], **kwargs: Any) -> ScalarTokenizer:
+        if config.get("tokenizer") != "scalar":
+            raise CodecFormatError(f"not a scalar tokenizer file (it records tokenizer {config.get('tokenizer')!r})")
+        other = sorted(set(kwargs) - set(RUNTIME_SETTINGS))
+        if other:
+            raise TypeError(f"load() takes only the runtime settings {list(RUNTIME_SETTINGS)}, got {other}")
+        settings = config.get("settings")
+        if not isinstance(settings, Mapping):
+            raise CodecFormatError("scalar tokenizer file: 'settings' is missing or not a mapping")
+        settings = dict(settings)
+        if "column_sentinels" not in settings:
+            # saved before per-column sentinels: every column treated the sentinels as missing
+            sent = list(settings.get("sentinels", DEFAULT_SENTINELS))
+            settings["column_sentinels"] = dict.fromkeys(settings.get("scalar_columns") or DEFAULT_SCALAR_COLUMNS, sent)
+        tok = cls(**settings, **kwargs)
+        n_samples = config.get("n_samples")
+        if not isinstance(n_samples, Mapping) or any(c not in n_samples for c in tok.scalar_columns):
+            raise CodecFormatError("scalar tokenizer file: 'n_samples' must give a count for every column")
+        tok.quantiles.load_tables(arrays, [n_samples[c] for c in tok.scalar_columns])
+        tok.report_ = {c: {"effective_bins": b.effective_bins, "n_samples": b.n_samples}
+                       for c, b in zip(tok.scalar_columns, tok.quantiles.tables or ())}
+        return tok
 
     # ------------------------------------------------------------------ training
     def _file_col(self, name: str) -> str:
@@ -258,7 +322,7 @@ class ScalarTokenizer:
                 names.append(self._file_col(self.error_columns[c]))
         return list(dict.fromkeys(names))
 
-    def sample_file(self, path: str | os.PathLike[str]) -> dict[str, Any]:
+    def sample_file(self, path: PathLike) -> dict[str, Any]:
         """Bounded per-column samples of one file, after the filters (a plain dict of arrays).
 
         ``train(files)`` equals ``fit_from_samples([sample_file(f) for f in files])``; the state
@@ -304,80 +368,99 @@ class ScalarTokenizer:
         return {
             "format": SAMPLE_FORMAT,
             "file": str(path),
-            "settings": fingerprint(self._settings()),
+            "settings": fingerprint(self._saved_settings()),
             "n_rows": n_rows,
             "n_pass": n_pass,
             "columns": columns,
         }
 
-    def fit_from_samples(self, states: Iterable[Mapping[str, Any]]) -> ScalarTokenizer:
-        """Merge per-file samples (any order) and fit every column's bins; return self."""
-        expected = fingerprint(self._settings())
-        merged = {c: BottomK(self.max_values_per_col) for c in self.scalar_columns}
-        n_valid = dict.fromkeys(self.scalar_columns, 0)
-        empty_in: dict[str, list[str]] = {c: [] for c in self.scalar_columns}
-        files: list[str] = []
-        for st in states:
-            if st.get("format") != SAMPLE_FORMAT or st.get("settings") != expected:
-                raise DataError(
-                    f"{st.get('file', '<sample>')}: sample state made with other tokenizer "
-                    "settings (or format); sample every file with this tokenizer"
-                )
-            files.append(str(st["file"]))
-            for c in self.scalar_columns:
-                col = st["columns"][c]
-                merged[c].add(np.asarray(col["keys"], dtype=np.uint64), np.asarray(col["values"]))
-                n_valid[c] += int(col["n_valid"])
-                if int(col["n_valid"]) == 0:
-                    empty_in[c].append(str(st["file"]))
+    def _merged_form(self, state: Mapping[str, Any]) -> dict[str, Any]:
+        """A sample (of one file, or already merged) in the merged form, after checking it was
+        made with these settings."""
+        where = state.get("file", "<merged samples>")
+        if state.get("format") != SAMPLE_FORMAT or state.get("settings") != fingerprint(self._saved_settings()):
+            raise DataError(
+                f"{where}: sample state made with other tokenizer settings (or format); "
+                "sample every file with this tokenizer"
+            )
+        cols = state.get("columns")
+        if not isinstance(cols, Mapping) or any(c not in cols for c in self.scalar_columns):
+            raise DataError(f"{where}: sample state lacks columns of {self.scalar_columns}")
+        if "files" in state:
+            return dict(state)
+        file = str(state["file"])
+        return {
+            "format": SAMPLE_FORMAT,
+            "settings": state["settings"],
+            "files": [file],
+            "columns": {
+                c: {"keys": np.asarray(cols[c]["keys"], dtype=np.uint64), "values": np.asarray(cols[c]["values"]),
+                    "n_valid": int(cols[c]["n_valid"]),
+                    "empty_in": [file] if int(cols[c]["n_valid"]) == 0 else []}
+                for c in self.scalar_columns
+            },
+        }
+
+    def merge_samples(self, a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
+        """Fold sample ``b`` into ``a``: per column the ``max_values_per_col`` smallest keys of
+        both (so any grouping and order of files gives the same sample)."""
+        a, b = self._merged_form(a), self._merged_form(b)
+        columns = {}
+        for c in self.scalar_columns:
+            reservoir = BottomK(self.max_values_per_col)
+            for part in (a, b):
+                reservoir.add(part["columns"][c]["keys"], part["columns"][c]["values"])
+            keys, values = reservoir.arrays()
+            columns[c] = {"keys": keys, "values": values,
+                          "n_valid": a["columns"][c]["n_valid"] + b["columns"][c]["n_valid"],
+                          "empty_in": a["columns"][c]["empty_in"] + b["columns"][c]["empty_in"]}
+        return {"format": SAMPLE_FORMAT, "settings": a["settings"], "files": a["files"] + b["files"],
+                "columns": columns}
+
+    def _fit(self, sample: Mapping[str, Any]) -> None:
+        merged = self._merged_form(sample)
+        files = merged["files"]
         if not files:
             raise DataError("no training files given")
-        bins: dict[str, BinTable] = {}
+        samples = []
         for c in self.scalar_columns:
-            sample = merged[c].arrays()[1]
-            if not len(sample):
+            values = merged["columns"][c]["values"]
+            if not len(values):
                 raise DataError(
                     f"column {c!r} (file column {self._file_col(c)!r}) has no valid value after the "
                     f"filters in any training file: {files[:5]}"
                 )
-            bins[c] = fit_bins(sample, self.n_bins)
-        for c, b in bins.items():
-            if b.effective_bins < self.n_bins:
+            samples.append(values)
+        self.quantiles.fit(samples)
+        eff = self.quantiles.effective_bins
+        for c, t in zip(self.scalar_columns, self.quantiles.tables or ()):
+            if t.effective_bins < self.n_bins:
                 warnings.warn(
-                    f"column {c!r} uses {b.effective_bins} of {self.n_bins} bins: its training "
-                    f"sample of {b.n_samples} values has ties or too few distinct values",
-                    RuntimeWarning, stacklevel=2,
+                    f"column {c!r} uses {t.effective_bins} of {self.n_bins} bins: its training "
+                    f"sample of {t.n_samples} values has ties or too few distinct values",
+                    RuntimeWarning, stacklevel=3,
                 )
-        for c, where in empty_in.items():
+        for c in self.scalar_columns:
+            where = merged["columns"][c]["empty_in"]
             if where:
                 warnings.warn(
                     f"column {c!r} has no valid value in {len(where)} training file(s): {where[:3]}",
-                    RuntimeWarning, stacklevel=2,
+                    RuntimeWarning, stacklevel=3,
                 )
-        self.bins = bins
-        self._lookups = {c: build_lookup(b.edges) for c, b in bins.items()}
         self.report_ = {
             c: {
-                "effective_bins": bins[c].effective_bins,
-                "n_samples": bins[c].n_samples,
-                "n_valid_seen": n_valid[c],
-                "files_without_values": empty_in[c],
+                "effective_bins": eff[c],
+                "n_samples": t.n_samples,
+                "n_valid_seen": merged["columns"][c]["n_valid"],
+                "files_without_values": merged["columns"][c]["empty_in"],
             }
-            for c in self.scalar_columns
+            for c, t in zip(self.scalar_columns, self.quantiles.tables or ())
         }
-        return self
 
-    def train(self, parquet_files: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
-              *, progress: bool | None = None) -> ScalarTokenizer:
+    def train(self, sources: PathLike | Sequence[PathLike], *,
+              progress: bool | None = None) -> ScalarTokenizer:
         """Fit the bins on parquet datacubes (bounded memory, order-independent); return self."""
-        from tqdm.auto import tqdm
-
-        if isinstance(parquet_files, (str, os.PathLike)):
-            parquet_files = [parquet_files]
-        files = list(parquet_files)
-        show = self.progress if progress is None else progress
-        states = (self.sample_file(f) for f in tqdm(files, desc="scalar: sampling", unit="file", disable=not show))
-        return self.fit_from_samples(states)
+        return super().train(sources, progress=self.progress if progress is None else progress)
 
     def summary(self) -> dict[str, dict[str, Any]]:
         """Per column: effective bins, sample size, valid values seen, files without values."""
@@ -385,28 +468,25 @@ class ScalarTokenizer:
         return {c: dict(v) for c, v in self.report_.items()}
 
     # ------------------------------------------------------------------ encoding
-    def _encode_batches(self, path: str | os.PathLike[str], progress: bool | None
+    def _encode_batches(self, path: PathLike, batch_size: int | None, progress: bool | None
                         ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """``(ids, tokens (n, n_cols) uint16)`` per record batch; the kernels of one batch run
+        while the next is read."""
         from tqdm.auto import tqdm
 
         self.check_fitted()
         names = [self.id_col, *(self._file_col(c) for c in self.scalar_columns)]
         total = num_rows(path)
         show = self.progress if progress is None else progress
-        sentinels = [self._sentinel_array(c) for c in self.scalar_columns]
+        size = int(batch_size or self.batch_size)
         with tqdm(total=total, desc=f"scalar: {Path(path).name}", unit="row", disable=not show) as bar:
             pending: tuple[np.ndarray, np.ndarray, list[Any]] | None = None
             try:
-                for batch in iter_batches(path, list(dict.fromkeys(names)), batch_size=self.batch_size):
+                for batch in iter_batches(path, list(dict.fromkeys(names)), batch_size=size):
                     ids = id_column(batch, self.id_col, path)
                     tokens = np.empty((len(ids), len(self.scalar_columns)), dtype=np.uint16)
-                    jobs = [
-                        (_float_column(batch, self._file_col(c), path), self._lookups[c], tokens[:, j],
-                         sentinels[j])
-                        for j, c in enumerate(self.scalar_columns)
-                    ]
-                    # kernels of this batch run while the next batch is read
-                    futures = submit_many(jobs, self.n_bins, np.empty(0), backend=self.backend)
+                    values = [_float_column(batch, self._file_col(c), path) for c in self.scalar_columns]
+                    futures = self.quantiles.submit_columns(values, tokens)
                     if pending is not None:
                         yield self._finish(pending, bar)
                     pending = (ids, tokens, futures)
@@ -425,9 +505,15 @@ class ScalarTokenizer:
         bar.update(len(ids))
         return ids, tokens
 
-    def encode(
-        self, parquet_path: str | os.PathLike[str], *, progress: bool | None = None, return_mask: bool = True
-    ) -> dict[str, Any]:
+    def iter_token_batches(self, path: PathLike, *, batch_size: int | None = None,
+                           progress: bool = False) -> Iterator[tuple[np.ndarray, dict[str, Any]]]:
+        """``(ids, {tok_<column>: tokens (n,)})`` per record batch (memory bounded by the batch)."""
+        keys = [token_key_name(c) for c in self.scalar_columns]
+        for ids, tokens in self._encode_batches(path, batch_size, progress):
+            yield ids, {k: tokens[:, j] for j, k in enumerate(keys)}
+
+    def encode(self, parquet_path: PathLike, *, batch_size: int | None = None,
+               progress: bool | None = None, return_mask: bool = True) -> dict[str, Any]:
         """Tokens of every row of a parquet file (the seed's dict, plus ``scalar_mask``).
 
         Returns ``scalar_tokens`` (n_rows, n_cols) uint16 (``N_BINS`` = missing),
@@ -444,7 +530,7 @@ class ScalarTokenizer:
         ids = np.empty(n, dtype=np.int64)
         n_missing = np.zeros(len(self.scalar_columns), dtype=np.int64)
         start = 0
-        for batch_ids, batch_tokens in self._encode_batches(path, progress):
+        for batch_ids, batch_tokens in self._encode_batches(path, batch_size, progress):
             stop = start + len(batch_ids)
             ids[start:stop] = batch_ids
             tokens[start:stop] = batch_tokens
@@ -485,19 +571,7 @@ class ScalarTokenizer:
                     f"encode_arrays: expected shape (n_rows, {len(self.scalar_columns)}), got {table.shape}"
                 )
             arrays = [table[:, j] for j in range(table.shape[1])]
-        n = len(arrays[0]) if arrays else 0
-        tokens = np.empty((n, len(self.scalar_columns)), dtype=np.uint16)
-        for c, x in zip(self.scalar_columns, arrays):
-            if x.ndim != 1 or len(x) != n:
-                raise DataError(f"encode_arrays: column {c!r} has shape {x.shape}, expected ({n},)")
-            if not np.issubdtype(x.dtype, np.number):
-                raise DataError(f"encode_arrays: column {c!r} has dtype {x.dtype}, expected numbers")
-        jobs = [
-            (x, self._lookups[c], tokens[:, j], self._sentinel_array(c))
-            for j, (c, x) in enumerate(zip(self.scalar_columns, arrays))
-        ]
-        encode_many(jobs, self.n_bins, np.empty(0), backend=self.backend)
-        return tokens
+        return self.quantiles.encode_columns(arrays)
 
     def to_token_columns(self, result: Mapping[str, Any]) -> dict[str, np.ndarray]:
         """``{tok_<column>: tokens (n,)}`` from an :meth:`encode` result, row order kept."""
@@ -505,52 +579,17 @@ class ScalarTokenizer:
         tokens = np.asarray(result["scalar_tokens"])
         return {token_key_name(c): np.ascontiguousarray(tokens[:, j]) for j, c in enumerate(cols)}
 
-    def encode_to_store(self, parquet_path: str | os.PathLike[str], store_path: str | os.PathLike[str],
-                        *, progress: bool | None = None) -> Path:
-        """Stream a file's tokens into a token store (memory bounded by ``batch_size``).
-
-        The store has the id column and one uint16 column per token key, with the core's
-        store metadata; it appears at ``store_path`` only once every batch is written.
-        """
-        import json
-
-        import pyarrow.parquet as pq
-
-        from astromodal_core.serialize import atomic_path
-        from astromodal_core.store import STORE_META_KEY
-
-        self.check_fitted()
-        keys = self.token_keys
-        meta = {
-            "id_col": self.id_col,
-            "token_keys": {k.name: k.as_dict() for k in keys},
-            "fingerprints": dict.fromkeys((k.name for k in keys), self.fingerprint),
-        }
-        schema = pa.schema(
-            [pa.field(self.id_col, pa.int64()), *(pa.field(k.name, pa.uint16()) for k in keys)],
-            metadata={STORE_META_KEY: json.dumps(meta)},
-        )
-        with atomic_path(store_path, suffix=".parquet") as tmp:
-            with pq.ParquetWriter(tmp, schema) as writer:
-                for ids, tokens in self._encode_batches(parquet_path, progress):
-                    arrays = [pa.array(ids, type=pa.int64())]
-                    arrays += [pa.array(np.ascontiguousarray(tokens[:, j]), type=pa.uint16())
-                               for j in range(tokens.shape[1])]
-                    writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=schema))
-        return Path(store_path)
-
     # ------------------------------------------------------------------ codecs, decoding
     def codecs(self) -> list[ScalarColumnCodec]:
         """One fitted codec per column (MagnitudeCodec, AstrometryCodec, RedshiftCodec, ...)."""
         self.check_fitted()
-        assert self.bins is not None
         out = []
-        for c in self.scalar_columns:
+        for c, table in zip(self.scalar_columns, self.quantiles.tables or ()):
             codec = codec_for_column(
                 c, self.n_bins, sentinels=self.sentinels_of(c), max_values=self.max_values_per_col,
                 rng_seed=self.rng_seed, backend=self.backend,
             )
-            out.append(codec.set_bins(self.bins[c]))
+            out.append(codec.set_bins(table))
         return out
 
     def decode(self, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -562,44 +601,7 @@ class ScalarTokenizer:
             raise DataError(
                 f"scalar_tokens must have shape (n_rows, {len(self.scalar_columns)}), got {tokens.shape}"
             )
-        values = np.empty(tokens.shape, dtype=np.float64)
-        widths = np.empty(tokens.shape, dtype=np.float64)
-        for j, codec in enumerate(self.codecs()):
-            values[:, j], widths[:, j] = codec.decode_array(tokens[:, j])
-        return values, widths
-
-    # ------------------------------------------------------------------ persistence
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Write ``path`` (e.g. ``scalar_tokenizer_config.npz``): JSON settings + bin arrays."""
-        self.check_fitted()
-        config, arrays = self._state()
-        save_npz(path, config, arrays, kind=TOKENIZER_KIND)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str], **kwargs: Any) -> ScalarTokenizer:
-        """Read a file written by :meth:`save` (never unpickles); ``progress``/``backend`` may be given."""
-        config, arrays, _ = load_npz(path, kind=TOKENIZER_KIND)
-        if config.get("tokenizer") != "scalar":
-            raise CodecFormatError(f"{path}: not a scalar tokenizer file")
-        try:
-            settings = dict(config["settings"])
-            if "column_sentinels" not in settings:
-                # saved before per-column sentinels: every column treated the sentinels as missing
-                sent = list(settings.get("sentinels", DEFAULT_SENTINELS))
-                settings["column_sentinels"] = dict.fromkeys(settings["scalar_columns"], sent)
-            tok = cls(**settings, **kwargs)
-            tok.bins = {
-                c: BinTable.from_arrays(arrays, f"c{i:03d}_", config["n_samples"][c])
-                for i, c in enumerate(tok.scalar_columns)
-            }
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CodecFormatError(f"{path}: incomplete scalar tokenizer state ({exc})") from exc
-        tok._lookups = {c: build_lookup(b.edges) for c, b in tok.bins.items()}
-        tok.report_ = {
-            c: {"effective_bins": b.effective_bins, "n_samples": b.n_samples}
-            for c, b in tok.bins.items()
-        }
-        return tok
+        return self.quantiles.decode(tokens), self.quantiles.widths(tokens)
 
     def __repr__(self) -> str:
         state = "fitted" if self.is_fitted else "unfitted"
