@@ -1,148 +1,174 @@
-"""The ``astromodal`` command. Plugins add subcommands through ``astromodal_register_commands``."""
+"""The ``astromodal`` command: a click group whose subcommands all come from plugins.
+
+Every command, the core's own included (the built-in plugin ``astromodal-core``), is added
+through ``astromodal_register_commands``; the group loads them on first use. :func:`main`
+turns every user mistake into one line ``Error: ...`` on stderr and a non-zero exit status;
+``--debug`` (or ``ASTROMODAL_DEBUG=1``) shows the traceback instead.
+"""
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import sys
+import warnings
+from collections.abc import Iterator
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from typing import Any
 
 import click
 
-from . import __version__
-from .registry import get_registry, iter_command_hooks
+from . import __version__, registry
+from .errors import AstromodalError, RegistryError
+
+DEBUG_VAR = "ASTROMODAL_DEBUG"
 
 
-def _emit(data: Any, as_json: bool, human: Any) -> None:
-    if as_json:
-        click.echo(json.dumps(data, indent=2))
-    else:
-        human(data)
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
 
 
-def _table(rows: list[list[str]], headers: list[str]) -> None:
-    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)] if rows else [len(h) for h in headers]
-    click.echo("  ".join(h.ljust(w) for h, w in zip(headers, widths)))
-    click.echo("  ".join("-" * w for w in widths))
-    for r in rows:
-        click.echo("  ".join(str(x).ljust(w) for x, w in zip(r, widths)))
+def _one_line(text: Any) -> str:
+    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
 
 
-@click.group()
+class AstromodalGroup(click.Group):
+    """A click group that asks the plugins for its commands on first use, and again after the
+    set of loaded plugins changed (tests register plugins in-process)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._loaded_generation: int | None = None
+        self._from_plugins: set[str] = set()
+
+    def load_commands(self) -> None:
+        """Add every loaded plugin's commands (``astromodal_register_commands``), once."""
+        registry.get_plugin_manager()
+        if self._loaded_generation == registry.generation():
+            return
+        for name in self._from_plugins:
+            self.commands.pop(name, None)
+        before = set(self.commands)
+        registry.add_commands(self)
+        self._from_plugins = set(self.commands) - before
+        self._loaded_generation = registry.generation()
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self.load_commands()
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        self.load_commands()
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=AstromodalGroup)
 @click.version_option(__version__, prog_name="astromodal")
-def cli() -> None:
+@click.option("--debug", is_flag=True,
+              help=f"Show the full traceback of an error (also {DEBUG_VAR}=1).")
+@click.option("--strict", is_flag=True,
+              help=f"Fail when {registry.ENV_VAR} names a plugin that is not installed "
+                   f"(also {registry.STRICT_VAR}=1).")
+def cli(debug: bool, strict: bool) -> None:
     """astromodal: tokenize astronomical survey data and train multimodal models."""
-
-
-@cli.command()
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-def plugins(as_json: bool) -> None:
-    """List loaded plugins, their hooks, what each registered, and broken ones."""
-    reg = get_registry()
-    out = []
-    for name in sorted(reg.plugins):
-        info = dict(reg.plugins[name])
-        info["registered"] = {
-            "modalities": sorted(e.name for e in reg.modalities.values() if e.plugin == name),
-            "codecs": sorted(e.name for e in reg.codecs if e.plugin == name),
-            "token_keys": [e.name for e in reg.token_key_entries.values() if e.plugin == name],
-            "tokenizers": sorted(e.name for e in reg.tokenizers.values() if e.plugin == name),
-        }
-        out.append(info)
-
-    def human(data: list[dict[str, Any]]) -> None:
-        if not data:
-            click.echo("No plugins loaded.")
-        for p in data:
-            status = "BROKEN" if p["status"] == "broken" else "ok"
-            click.echo(f"{p['name']} {p['version']}  [{status}]")
-            if p["status"] == "broken":
-                click.echo(f"  error: {p.get('error')}")
-                continue
-            r = p["registered"]
-            click.echo(f"  hooks: {', '.join(p['hooks'])}")
-            for what in ("modalities", "codecs", "tokenizers"):
-                if r[what]:
-                    click.echo(f"  {what}: {', '.join(r[what])}")
-            if r["token_keys"]:
-                click.echo(f"  token keys: {len(r['token_keys'])}")
-
-    _emit(out, as_json, human)
-
-
-@cli.command()
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-def keys(as_json: bool) -> None:
-    """List every token key: vocabulary, layout, max length and owning plugin."""
-    reg = get_registry()
-    out = []
-    for entry in reg.token_key_entries.values():
-        d = entry.obj.as_dict()
-        d["plugin"] = entry.plugin
-        out.append(d)
-
-    def human(data: list[dict[str, Any]]) -> None:
-        rows = [
-            [d["name"], d["vocab_size"], d["layout"], d["max_length"], d["mask_token"], d["modality"], d["plugin"]]
-            for d in data
-        ]
-        _table(rows, ["key", "vocab", "layout", "max_len", "mask", "modality", "plugin"])
-
-    _emit(out, as_json, human)
-
-
-@cli.command()
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-def modalities(as_json: bool) -> None:
-    """List registered modalities and the codecs that handle them."""
-    reg = get_registry()
-    out = []
-    for name, entry in reg.modalities.items():
-        codecs = [e.name for e in reg.codecs if entry.obj in e.obj.modalities]
-        out.append(
-            {
-                "name": name,
-                "class": f"{entry.obj.__module__}.{entry.obj.__qualname__}",
-                "token_key": entry.obj.token_key if isinstance(entry.obj.token_key, str) else "",
-                "codecs": codecs,
-                "plugin": entry.plugin,
-            }
-        )
-
-    def human(data: list[dict[str, Any]]) -> None:
-        _table(
-            [[d["name"], d["token_key"], ",".join(d["codecs"]), d["plugin"]] for d in data],
-            ["modality", "token_key", "codecs", "plugin"],
-        )
-
-    _emit(out, as_json, human)
-
-
-_commands_loaded = False
+    if strict and registry.unmatched():
+        raise RegistryError(registry.unmatched_message())
 
 
 def _load_plugin_commands() -> None:
-    global _commands_loaded
-    if not _commands_loaded:
-        _commands_loaded = True
-        from .pipeline_cli import add_commands
+    """Add the plugins' commands to :data:`cli` now (they are otherwise added on first use)."""
+    cli.load_commands()  # type: ignore[attr-defined]
 
-        add_commands(cli)
-        iter_command_hooks(cli)
+
+def _leading_options(args: list[str]) -> set[str]:
+    """The options before the subcommand name (the group's own: --debug, --strict)."""
+    out = set()
+    for a in args:
+        if a == "--" or not a.startswith("-"):
+            break
+        out.add(a)
+    return out
+
+
+@contextmanager
+def _warnings_as_lines(debug: bool) -> Iterator[None]:
+    """Print warnings as one ``Warning: ...`` line each (full format under --debug)."""
+    if debug:
+        yield
+        return
+    old = warnings.showwarning
+
+    def show(message: Any, category: Any, filename: str, lineno: int, file: Any = None,
+             line: Any = None) -> None:
+        click.echo(f"Warning: {_one_line(message)}", err=True)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = old
+
+
+def _os_error(exc: OSError) -> str:
+    paths = [os.fsdecode(p) for p in (exc.filename, exc.filename2) if p is not None]
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    if exc.errno == errno.ENOSPC and not paths:
+        reason += " (while writing output; free some space or choose another --out)"
+    return f"{' -> '.join(paths)}: {reason}" if paths else reason
+
+
+def error_message(exc: BaseException) -> tuple[str, int]:
+    """The one-line message (without ``Error: ``) and the exit status for an exception."""
+    if isinstance(exc, click.UsageError):
+        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+        return exc.format_message() + hint, exc.exit_code
+    if isinstance(exc, click.ClickException):
+        return exc.format_message(), exc.exit_code
+    if isinstance(exc, click.exceptions.Abort):
+        interrupted = isinstance(exc.__cause__ or exc.__context__, KeyboardInterrupt)
+        return ("interrupted", 130) if interrupted else ("aborted", 1)
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted", 130
+    if isinstance(exc, BrokenProcessPool) or type(exc).__name__ == "KilledWorker":
+        return (f"a worker process died (killed by the system, out of memory?): {exc}; rerun "
+                "with --workers 1 to see its error"), 1
+    if isinstance(exc, AstromodalError):
+        return str(exc), 1
+    if isinstance(exc, OSError):
+        return _os_error(exc), 1
+    if isinstance(exc, UnicodeDecodeError):
+        return f"cannot read text as {exc.encoding}: {exc.reason} at byte {exc.start}", 1
+    if isinstance(exc, json.JSONDecodeError):
+        return f"invalid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})", 1
+    if isinstance(exc, MemoryError):
+        return "out of memory; try fewer --workers or smaller inputs", 1
+    detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return f"{detail} (unexpected: rerun with --debug for the traceback)", 1
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point."""
-    from .errors import AstromodalError
-
-    _load_plugin_commands()
+    """Console-script entry point: run the command; a failure is one ``Error:`` line."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    leading = _leading_options(args)
+    debug = "--debug" in leading or _env_flag(DEBUG_VAR)
+    if "--strict" in leading:
+        registry.set_strict(True)
+    code = 0
     try:
-        cli.main(args=argv, prog_name="astromodal", standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("Aborted.", err=True)
-        sys.exit(1)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except AstromodalError as exc:
-        click.echo(f"Error: {exc}", err=True)
-        sys.exit(1)
+        with _warnings_as_lines(debug):
+            rv = cli.main(args=args, prog_name="astromodal", standalone_mode=False)
+        code = rv if isinstance(rv, int) else 0
+    except SystemExit:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - every failure ends as one line
+        if debug and not isinstance(exc, click.ClickException):
+            raise
+        message, code = error_message(exc)
+        click.echo(f"Error: {_one_line(message)}", err=True)
+    finally:
+        if "--strict" in leading:
+            registry.set_strict(None)
+    if code:
+        sys.exit(code)

@@ -118,10 +118,21 @@ def config_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> Config:
 def load_config(path: str | os.PathLike[str]) -> Config:
     """Read a YAML config file; wrong types are reported with their key path."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory, not a config file")
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
+    raw = path.read_bytes()
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
+            "save the config as UTF-8"
+        ) from exc
+    try:
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML ({exc})") from exc
+        detail = " ".join(str(exc).split())
+        raise ConfigError(f"{path}: invalid YAML ({detail})") from exc
     return config_from_dict(data, str(path))

@@ -1,4 +1,8 @@
-"""Every hook a plugin can implement. Markers are named after the project."""
+"""Every hook of the core. Markers are named after the project.
+
+A plugin adds hooks of its own through ``astromodal_add_hookspecs`` with these same markers
+(as the demo plugin does for ``astromodal_register_demo_columns``).
+"""
 
 from __future__ import annotations
 
@@ -37,5 +41,11 @@ def astromodal_register_commands(cli: Any) -> None:
 
 
 @hookspec
-def astromodal_register_demo_columns(register: Callable[[Any], None]) -> None:
-    """Add survey columns to the demo datacube: ``register(DemoColumns(name, make))``."""
+def astromodal_add_hookspecs(pluginmanager: pluggy.PluginManager) -> None:
+    """Add a plugin's own hookspecs: ``pluginmanager.add_hookspecs(my_hookspecs)``.
+
+    Called once for each plugin that implements it, before the other plugins are registered,
+    so their implementations of the new hooks are checked against the specs. A plugin that
+    implements another plugin's hook marks it ``@hookimpl(optionalhook=True)``, so that it
+    still loads when that plugin is not installed.
+    """

@@ -1,6 +1,6 @@
 """``astromodal tokenizers train`` and ``astromodal encode``: the pipeline on the command line.
 
-``add_commands(cli)`` adds both to a click group (the ``astromodal`` command calls it).
+``add_commands(cli)`` adds both to a click group (the built-in plugin, ``builtin.py``, calls it).
 """
 
 from __future__ import annotations
@@ -46,9 +46,11 @@ def add_commands(cli: click.Group) -> None:
 
     @tokenizers.command("train")
     @click.option("--config", "config_path", required=True, help="config.yaml with a tokenizers: section.")
-    @click.option("--out", required=True, help="Directory for <section>_tokenizer_config.npz + tokenizers.json.")
+    @click.option("--out", required=True, type=click.Path(file_okay=False),
+                  help="Directory for the fitted tokenizer set (tokenizers.json + member files).")
     @click.option("--scheduler", default=None, help="dask.distributed scheduler address (default: local processes).")
-    @click.option("--workers", type=int, default=None, help="Local worker processes (default: all cores).")
+    @click.option("--workers", type=click.IntRange(min=1), default=None,
+                  help="Local worker processes (default: all cores).")
     @click.option("--quiet", is_flag=True, help="No progress bars.")
     @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
     @click.argument("files", nargs=-1)
@@ -81,12 +83,15 @@ def add_commands(cli: click.Group) -> None:
 
     @cli.command("encode")
     @click.option("--config", "config_path", required=True, help="config.yaml: the tokenizers: sections to use.")
-    @click.option("--tokenizers", "tokenizer_dir", default=None,
+    @click.option("--tokenizers", "tokenizer_dir", default=None, type=click.Path(file_okay=False),
                   help=f"Directory written by `tokenizers train` (default: data.tokenizers_dir or {DEFAULT_TOKENIZER_DIR}).")
-    @click.option("--out", required=True, help="Token store directory (one <file>.tokens.parquet per input).")
-    @click.option("--merged", default=None, help="Also write the whole store as one parquet file here.")
+    @click.option("--out", required=True, type=click.Path(file_okay=False),
+                  help="Token store directory (one <file>.tokens.parquet per input).")
+    @click.option("--merged", default=None, type=click.Path(dir_okay=False),
+                  help="Also write the whole store as one parquet file here.")
     @click.option("--scheduler", default=None, help="dask.distributed scheduler address (default: local processes).")
-    @click.option("--workers", type=int, default=None, help="Local worker processes (default: all cores).")
+    @click.option("--workers", type=click.IntRange(min=1), default=None,
+                  help="Local worker processes (default: all cores).")
     @click.option("--force", is_flag=True, help="Re-encode files already encoded with the same fingerprints.")
     @click.option("--quiet", is_flag=True, help="No progress bars.")
     @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")

@@ -15,9 +15,10 @@ import pyarrow.parquet as pq
 
 from astromodal_core import DataError
 from astromodal_core.serialize import atomic_path
-from astromodal_core.sky import DemoColumns, Sky
 
+from .hookspecs import DEMO_COLUMNS_HOOK
 from .realdata import apply_real_samples, pin_real_objects
+from .sky import DemoColumns, Sky
 
 PathLike = str | os.PathLike[str]
 
@@ -33,10 +34,12 @@ class Datacube:
 
 
 def installed_contributions() -> list[DemoColumns]:
-    """Every ``DemoColumns`` the installed plugins register (``astromodal_register_demo_columns``)."""
+    """Every ``DemoColumns`` the installed plugins register (``astromodal_register_demo_columns``),
+    each with the plugin that registered it; a plugin whose hook raises is marked broken."""
     from astromodal_core import get_registry
 
-    return [DemoColumns.coerce(e.obj, e.plugin) for e in get_registry().demo_columns]
+    return [DemoColumns.coerce(e.obj, e.plugin, e.plugin)
+            for e in get_registry().collect(DEMO_COLUMNS_HOOK)]
 
 
 def _to_arrow(name: str, values: Any, n: int, who: str) -> pa.Array:

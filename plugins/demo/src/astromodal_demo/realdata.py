@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from astromodal_core.sky import (
+from .sky import (
     GALAXY,
     REFERENCE_WINDOW,
     STAR,

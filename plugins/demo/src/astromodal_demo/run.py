@@ -6,6 +6,7 @@ import importlib.util
 import json
 import os
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,13 @@ def demo_model_config(steps: int, seed: int, token_keys: list[str] | None = None
     return {"model": {"preset": "tiny"}, "train": train}
 
 
+def demo_sections(reg: Any, contributions: list[Any]) -> list[str]:
+    """The installed tokenizers the demo trains: those whose plugin registered demo columns
+    (``DemoColumns.plugin``); the others have nothing in the datacube to read."""
+    fed = {c.plugin for c in contributions}
+    return [name for name, entry in reg.tokenizers.items() if entry.plugin in fed]
+
+
 def _truth(files: list[Path]) -> dict[str, np.ndarray]:
     wanted = ["id", "true_class", "true_redshift", "z", "real_source"]
     names = pq.ParquetFile(files[0]).schema_arrow.names
@@ -119,11 +127,23 @@ def run_demo(
                           "(astromodal_register_demo_columns); nothing to build a datacube from")
     if not reg.tokenizers:
         raise ConfigError("no installed plugin registers a tokenizer; nothing to train")
+    sections = demo_sections(reg, contributions)
+    skipped = sorted(set(reg.tokenizers) - set(sections))
+    for name in skipped:
+        warnings.warn(
+            f"demo: skipping tokenizer {name!r} of plugin {reg.tokenizers[name].plugin!r}: that "
+            "plugin registers no demo columns (astromodal_register_demo_columns)",
+            RuntimeWarning, stacklevel=2)
+    if not sections:
+        raise ConfigError(
+            f"no installed tokenizer has demo columns: the tokenizers {sorted(reg.tokenizers)} come "
+            f"from plugins without any, the columns from {sorted({c.plugin for c in contributions})}")
     has_model = importlib.util.find_spec("astromodal_model") is not None
     with_model = has_model if with_model is None else (with_model and has_model)
     steps_box = _Steps(5 + (1 if with_model else 0), echo)
     summary: dict[str, Any] = {"settings": {"n": n, "seed": seed, "files": n_files,
-                                            "cutout_size": cutout_size, "model_steps": steps}}
+                                            "cutout_size": cutout_size, "model_steps": steps},
+                               "skipped_tokenizers": skipped}
 
     cube = steps_box.run(
         f"datacube: {n} objects, {n_files} files, columns from {[c.name for c in contributions]}",
@@ -142,7 +162,7 @@ def run_demo(
     }
 
     settings = demo_tokenizer_settings(cutout_size, seed)
-    config = {"tokenizers": {name: settings.get(name, {}) for name in reg.tokenizers}}
+    config = {"tokenizers": {name: settings.get(name, {}) for name in sections}}
     (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     train_times: dict[str, float] = {}
     engine = LocalEngine(workers)

@@ -3,8 +3,9 @@
 The sky holds physics only (no survey names): object ids, a class (star, galaxy, qso), a
 redshift, a rest-frame spectral energy distribution (SED) model that can be evaluated on any
 wavelength grid, the apparent brightness, astrometry, morphology and variability parameters.
-Plugins turn it into survey columns through the ``astromodal_register_demo_columns`` hook:
-``register(DemoColumns("my-survey", make))`` with ``make(sky, options) -> {column: values}``.
+Plugins turn it into survey columns through the demo plugin's ``astromodal_register_demo_columns``
+hook (``astromodal_demo.hookspecs``): ``register(DemoColumns("my-survey", make))`` with
+``make(sky, options) -> {column: values}``.
 
 Units: wavelengths in Angstrom, f_lambda in 1e-17 erg/s/cm^2/A, magnitudes AB, angles in
 arcsec, proper motions in mas/yr, times in days.
@@ -103,6 +104,9 @@ class DemoColumns:
     name: str
     make: Callable[..., Mapping[str, Any]]
     description: str = ""
+    #: The plugin that registered it (set when collected from the hook); its tokenizers are
+    #: the ones the demo trains on these columns.
+    plugin: str = ""
 
     def __call__(self, sky: Sky, options: Mapping[str, Any] | None = None) -> Mapping[str, Any]:
         """The columns for ``sky``; ``make`` may take ``(sky)`` or ``(sky, options)``."""
@@ -115,12 +119,14 @@ class DemoColumns:
         return self.make(sky, dict(options or {})) if n_params >= 2 else self.make(sky)
 
     @classmethod
-    def coerce(cls, obj: Any, name: str) -> DemoColumns:
-        """A registered contribution as DemoColumns (a bare ``make`` callable is accepted)."""
+    def coerce(cls, obj: Any, name: str, plugin: str = "") -> DemoColumns:
+        """A registered contribution as DemoColumns (a bare ``make`` callable is accepted and
+        named ``name``); ``plugin`` records who registered it."""
         if isinstance(obj, DemoColumns):
-            return obj
+            return attrs.evolve(obj, plugin=plugin) if plugin and not obj.plugin else obj
         if callable(obj):
-            return cls(name, obj, (getattr(obj, "__doc__", "") or "").strip().split("\n")[0])
+            doc = (getattr(obj, "__doc__", "") or "").strip().split("\n")[0]
+            return cls(name, obj, doc, plugin)
         raise TypeError(f"demo columns of {name!r} must be DemoColumns or a callable, got {obj!r}")
 
 

@@ -18,8 +18,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-
-from astromodal_core.sky import DemoColumns, Sky, photometry, tophat
+from astromodal_demo.sky import DemoColumns, Sky, photometry, tophat
 
 PIXEL_SCALE = 0.55
 #: image band -> (central wavelength A, width A, 5-sigma depth, PSF FWHM arcsec)

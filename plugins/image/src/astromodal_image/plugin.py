@@ -58,8 +58,8 @@ def astromodal_register_commands(cli: Any) -> None:
     cli.add_command(image_train)
 
 
-@hookimpl
-def astromodal_register_demo_columns(register):
+@hookimpl(optionalhook=True)  # the demo plugin's hook: this plugin loads without it
+def astromodal_register_demo_columns(register: Callable[[Any], None]) -> None:
     """This survey's columns for the demo datacube (see ``demo.py``)."""
     from .demo import DEMO_COLUMNS
 

@@ -23,8 +23,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-
-from astromodal_core.sky import (
+from astromodal_demo.sky import (
     QSO,
     STAR,
     DemoColumns,

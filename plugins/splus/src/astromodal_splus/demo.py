@@ -15,8 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-
-from astromodal_core.sky import DemoColumns, Sky, photometry, spectroscopic_sample, tophat
+from astromodal_demo.sky import DemoColumns, Sky, photometry, spectroscopic_sample, tophat
 
 #: band -> (central wavelength A, width A, 5-sigma limiting AB magnitude)
 SPLUS_FILTERS: dict[str, tuple[float, float, float]] = {

@@ -39,8 +39,8 @@ def astromodal_register_tokenizers(register: Callable[[str, type], None]) -> Non
     register("scalar", ScalarTokenizer)
 
 
-@hookimpl
-def astromodal_register_demo_columns(register):
+@hookimpl(optionalhook=True)  # the demo plugin's hook: this plugin loads without it
+def astromodal_register_demo_columns(register: Callable[[Any], None]) -> None:
     """This survey's columns for the demo datacube (see ``demo.py``)."""
     from .demo import DEMO_COLUMNS
 

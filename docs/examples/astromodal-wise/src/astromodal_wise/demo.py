@@ -6,8 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-
-from astromodal_core.sky import DemoColumns, Sky, photometry, tophat
+from astromodal_demo.sky import DemoColumns, Sky, photometry, tophat
 
 #: band -> (central wavelength A, width A, AB - Vega offset, 5-sigma depth in Vega mag)
 WISE_BANDS = {

@@ -35,7 +35,7 @@ def astromodal_register_tokenizers(register: Any) -> None:
     register("wise", WISETokenizer)
 
 
-@hookimpl
+@hookimpl(optionalhook=True)  # the demo plugin's hook: this plugin loads without it
 def astromodal_register_demo_columns(register: Any) -> None:
     from .demo import DEMO_COLUMNS
 
