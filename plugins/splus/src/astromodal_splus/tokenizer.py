@@ -169,7 +169,7 @@ class ScalarTokenizer(Tokenizer):
         unknown = [c for c in self.error_columns if c not in cols]
         if unknown:
             raise ValueError(f"error_columns names {unknown}, which are not in scalar_columns")
-        self.sentinels = _sentinel_list("sentinels", sentinels)
+        self.sentinels = list(_sentinel_list("sentinels", sentinels))
         if not isinstance(column_sentinels or {}, Mapping):
             raise ValueError(f"column_sentinels must map column names to lists of numbers, got {column_sentinels!r}")
         self.column_sentinels = {
