@@ -239,6 +239,11 @@ def test_load_against_a_retrained_tokenizer_fails_naming_both_fingerprints(fitte
     with pytest.warns(FingerprintMismatchWarning, match="tok_m_x"):
         ids, emb = embed_store(model, fitted["store2"], progress=False, allow_mismatch=True)
     assert emb.shape == (400, 32)
+    x = {"tok_m_x": np.arange(4)}
+    with pytest.raises(IncompatibleKeyError, match=f"tok_m_y.*{fp1}.*{fp2} in the tokenizer giving the values"):
+        model.predict_value(x, "tok_m_y", fitted["tok2"])
+    mean, _ = model.predict_value(x, "tok_m_y", fitted["set1"])
+    assert mean.shape == (4,) and np.isfinite(mean).all()
     bigger = {k: TokenKey(k, 129, mask_token=128, ordinal=True) for k in ("tok_m_x", "tok_m_y", "tok_m_z")}
     with pytest.raises(IncompatibleKeyError, match="tok_m_x.*vocab_size=65.*vocab_size=129"):
         AstroModel.from_pretrained(model_dir, token_keys=bigger, allow_mismatch=True)  # never allowed

@@ -412,14 +412,22 @@ class AstroModel(nn.Module):
         num_encoder_tokens: int = 600,
         *,
         generator: Generator = None,
+        allow_mismatch: bool = False,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Mean and standard deviation of the predicted distribution in physical units.
 
-        ``codec`` gives each token id a physical value (see :func:`token_values`). Returns
-        arrays of shape (B,) for a scalar key, (B, n) otherwise.
+        ``codec`` gives each token id a physical value (see :func:`token_values`); a tokenizer
+        (or set) must be the one the model records for ``target`` (``allow_mismatch`` warns
+        instead). Returns arrays of shape (B,) for a scalar key, (B, n) otherwise.
         """
-        from .values import distribution_moments, token_values
+        from .values import distribution_moments, token_values, values_source_fingerprint
 
+        if target not in self.token_keys:
+            raise UnknownTokenKeyError(f"unknown target key {target!r}; the model knows {sorted(self.token_keys)}")
+        fp = values_source_fingerprint(codec, target)
+        if fp is not None:
+            self.check_fingerprints({target: fp}, where=f"the tokenizer giving the values of {target!r}",
+                                    allow_mismatch=allow_mismatch)
         values = token_values(codec, self.token_keys[target])
         probs = self.predict(input_tokens, target, num_encoder_tokens, generator=generator)
         mean, std = distribution_moments(probs.cpu().numpy(), values, self.token_keys[target])
