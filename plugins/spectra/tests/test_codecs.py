@@ -19,7 +19,7 @@ from astromodal_spectra import (
 )
 from spectra_testdata import real_xp
 
-from astromodal_core import CodecManager, DataError, TokenKeyError
+from astromodal_core import CodecManager, ConfigError, DataError, TokenKeyError
 from astromodal_core.registry import get_registry
 from astromodal_core.testing import check_codec
 
@@ -158,8 +158,10 @@ def test_from_config_accepts_seed_section_and_rejects_unknown_keys() -> None:
                                          "groups": ["desi_b", "desi_r", "gaiaxp_bp"]})
     assert [g["token_key"] for g in tok.groups] == ["tok_spectrum_desi_b", "tok_spectrum_desi_r",
                                                    "tok_xp_bp"]
-    with pytest.raises(ValueError, match="unknown key 'codebok_size'"):
+    with pytest.raises(ConfigError, match=r"^tokenizers\.spectrum\.codebok_size: unknown setting; known: \["):
         SpectrumTokenizer.from_config({"codebok_size": 64})
+    with pytest.raises(ConfigError, match=r"^tokenizers\.spectrum: codebook_size must be in \[1, 65535\], got 0"):
+        SpectrumTokenizer.from_config({"codebook_size": 0})
     with pytest.raises(ValueError, match="unknown group name 'desi_q'"):
         SpectrumTokenizer(groups=["desi_q"])
     with pytest.raises(ValueError, match="unknown kind"):

@@ -28,5 +28,5 @@ def test_encode_to_store_keys_fingerprints_by_token_key(small_cube: Path, tmp_pa
 
 
 def test_from_config_unknown_key_is_a_config_error() -> None:
-    with pytest.raises(ConfigError, match=r"tokenizers\.spectrum: unknown key 'codebok_size'"):
+    with pytest.raises(ConfigError, match=r"tokenizers\.spectrum\.codebok_size: unknown setting"):
         SpectrumTokenizer.from_config({"codebook_size": 8, "codebok_size": 64})

@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from astromodal_spectra import SpectrumTokenizer
-from astromodal_core.kmeans import HAVE_NUMBA, assign, fit_kmeans
 from spectra_testdata import SMALL_ARMS, make_datacube
+
+from astromodal_core.kmeans import HAVE_NUMBA, assign, fit_kmeans
 
 GROUPS = ["desi_b", {"name": "ztf_g", "kind": "ztf_mag_err", "patch_size": 2}]
 

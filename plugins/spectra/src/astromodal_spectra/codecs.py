@@ -5,7 +5,6 @@ from __future__ import annotations
 import abc
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -13,7 +12,6 @@ import numpy as np
 from astromodal_core.codec import Codec, Tokens
 from astromodal_core.errors import CodecFormatError, DataError, TokenKeyError
 from astromodal_core.modality import Modality, TokenKey, to_numpy
-from astromodal_core.serialize import load_npz, load_safetensors, save_npz, save_safetensors
 
 from .group_model import GroupModel
 from .groups import normalise_group
@@ -22,7 +20,6 @@ from .points import MAG_SENTINEL, Points
 from .sampler import GroupSample
 
 PathLike = str | os.PathLike[str]
-KIND = "spectrum_group_codec"
 
 
 def _f64(a: Any) -> np.ndarray:
@@ -106,7 +103,9 @@ class SpectrumGroupCodec(Codec):
                                  max_points_per_row=self.max_points_per_row)
             for j, m in enumerate(mods):
                 pts = self.to_points(m)
-                sample.add(pts, np.arange(len(m), dtype=np.int64) + (j << 40))
+                ids = np.arange(len(m), dtype=np.int64) + (j << 40)
+                sample.scan(pts, ids)
+                sample.add(pts, ids)
                 sample.end_file()
             if len(sample.vectors) == 0:
                 raise DataError(f"{type(self).__name__}: no valid points in the training data")
@@ -167,24 +166,36 @@ class SpectrumGroupCodec(Codec):
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         return self.model.config(), self.model.arrays()
 
-    def save(self, path: PathLike) -> None:
+    def as_tokenizer(self) -> Any:
+        """This fitted codec as a one-group :class:`SpectrumTokenizer` (what :meth:`save` writes)."""
+        from .tokenizer import SpectrumTokenizer
+
         self.check_fitted()
-        path = Path(path)
-        config, arrays = self._state()
-        companion = path.with_name(path.name.removesuffix(".npz") + ".codebook.safetensors")
-        fp = save_safetensors(companion, arrays)
-        save_npz(path, {"codec": type(self).__name__, "group": config,
-                        "companion": companion.name, "companion_fingerprint": fp}, {}, kind=KIND)
+        m = self.model
+        tok = SpectrumTokenizer(m.codebook_size, self.max_features, groups=[m.spec],
+                                norm_bins=m.norm_bins, max_points_per_row=self.max_points_per_row,
+                                n_iter=self.n_iter, rng_seed=self.rng_seed, progress=False)
+        tok.models = {m.spec["name"]: m}
+        return tok
+
+    def save(self, path: PathLike) -> None:
+        """Write the codec as a one-group spectrum tokenizer file (and its codebook companion)."""
+        self.as_tokenizer().save(path)
 
     @classmethod
     def load(cls, path: PathLike, **kwargs: Any) -> SpectrumGroupCodec:
-        path = Path(path)
-        config, _, _ = load_npz(path, kind=KIND)
-        if config.get("codec") != cls.__name__:
-            raise CodecFormatError(f"{path}: holds a {config.get('codec')!r}, not a {cls.__name__}")
-        arrays, _ = load_safetensors(path.with_name(config["companion"]),
-                                     expected_fingerprint=config["companion_fingerprint"])
-        return cls(model=GroupModel.from_state(config["group"], arrays))
+        """Read a codec written by :meth:`save` (or a one-group SpectrumTokenizer file)."""
+        from .tokenizer import SpectrumTokenizer
+
+        tok = SpectrumTokenizer.load(path, progress=False)
+        models = list(tok.models.values())
+        if len(models) != 1 or models[0].kind != cls.kind:
+            held = [f"{m.spec['name']} ({m.kind})" for m in models]
+            raise CodecFormatError(f"{path}: holds spectrum groups {held}, not the one "
+                                   f"{cls.kind!r} group of a {cls.__name__}")
+        settings = {"max_features": tok.max_features_per_group, "n_iter": tok.n_iter,
+                    "max_points_per_row": tok.max_points_per_row, "rng_seed": tok.rng_seed}
+        return cls(model=models[0], **{**settings, **kwargs})
 
 
 def _mask_of(modality: Any, shape: tuple[int, ...]) -> np.ndarray:

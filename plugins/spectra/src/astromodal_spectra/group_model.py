@@ -18,7 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from astromodal_core.kmeans import assign, fit_kmeans
+from astromodal_core.blocks.codebook import KMeansCodebook
+from astromodal_core.errors import CodecFormatError
+
 from .points import Points
 
 ABSENT = -20.0
@@ -102,13 +104,17 @@ def bin_norm(norm: np.ndarray, edges: np.ndarray) -> np.ndarray:
 
 
 class GroupModel:
-    """The fitted state of one group and its vectorised encode / decode."""
+    """The fitted state of one group and its vectorised encode / decode.
+
+    The codebook is a :class:`~astromodal_core.blocks.KMeansCodebook` of ``codebook_size``
+    codes (mask token ``codebook_size``); the norm bins are ``edges`` (``norm_bins`` at most).
+    """
 
     def __init__(self, spec: Mapping[str, Any], codebook_size: int, norm_bins: int):
         self.spec = dict(spec)
         self.codebook_size = int(codebook_size)
         self.norm_bins = int(norm_bins)
-        self.codebook: np.ndarray | None = None
+        self.book = KMeansCodebook(self.codebook_size, name=str(self.spec["name"]))
         self.edges: np.ndarray | None = None
         self.length: int | None = None
         self.design: np.ndarray | None = None  # XP design matrix (n_coefficients, 600)
@@ -122,6 +128,16 @@ class GroupModel:
         return int(self.spec["patch_size"])
 
     @property
+    def width(self) -> int:
+        """The dimension of one token's feature vector: channels x patch_size."""
+        return n_channels(self.kind) * self.patch
+
+    @property
+    def codebook(self) -> np.ndarray | None:
+        """The fitted centroids ``(k, width)`` float32 (``k <= codebook_size``), or None."""
+        return self.book.centroids
+
+    @property
     def n_tokens(self) -> int:
         """Tokens per row (the sequence length L)."""
         assert self.length is not None
@@ -132,20 +148,29 @@ class GroupModel:
         assert self.edges is not None
         return 0.5 * (self.edges[:-1] + self.edges[1:])
 
+    def norm_values(self) -> np.ndarray:
+        """The value of every norm token id: float64 ``(norm_bins + 1,)``, the bin centre of
+        log10 flux scale (flux kinds) or of the median magnitude (ZTF); NaN at the mask token
+        and at ids past the fitted bins."""
+        out = np.full(self.norm_bins + 1, np.nan)
+        c = self.centers
+        out[: len(c)] = c
+        return out
+
     def fit(self, vectors: np.ndarray, norms: np.ndarray, length: int, *, seed: int,
             n_iter: int, backend: str = "auto") -> None:
         """Fit the norm bins and the codebook from sampled vectors and row norms."""
         if len(vectors) == 0:
             raise ValueError(f"group {self.spec['name']!r}: no valid points in the training data")
         self.edges = norm_edges(norms, self.norm_bins)
-        self.codebook = fit_kmeans(vectors, self.codebook_size, seed=seed, n_iter=n_iter,
-                                   backend=backend, name=self.spec["name"])
+        self.book = KMeansCodebook(self.codebook_size, seed=seed, n_iter=n_iter, backend=backend,
+                                   name=str(self.spec["name"])).fit(vectors)
         self.length = int(self.spec["length"] or length)
 
     def encode_points(self, points: Points, *, backend: str = "auto"
                       ) -> tuple[np.ndarray, np.ndarray]:
         """``(tokens (n, T) uint16, norm tokens (n,) uint16)``; masks where no data."""
-        assert self.codebook is not None and self.edges is not None
+        assert self.edges is not None
         norm, has = row_norm(points, self.kind)
         ntok = np.full(len(norm), self.norm_bins, dtype=np.uint16)
         idx = bin_norm(norm[has], self.edges)
@@ -153,23 +178,19 @@ class GroupModel:
         nhat = np.zeros(len(norm))
         nhat[has] = self.centers[idx]
         vec, any_valid = patchify(point_features(points, nhat, self.kind), points.valid, self.patch)
-        tokens = np.full(any_valid.shape, self.codebook_size, dtype=np.uint16)
-        if any_valid.any():
-            tokens[any_valid] = assign(vec[any_valid], self.codebook, backend=backend)
-        return tokens, ntok
+        return self.book.encode(vec, any_valid, backend=backend), ntok
 
     def decode_tokens(self, tokens: np.ndarray, norm_tokens: np.ndarray
                       ) -> dict[str, np.ndarray]:
         """Physical arrays from tokens: ``value``, ``sigma``, ``valid`` (and ``time``), (n, W)."""
-        assert self.codebook is not None and self.edges is not None and self.length is not None
+        assert self.edges is not None and self.length is not None
         tokens = np.asarray(tokens).astype(np.int64)
         norm_tokens = np.asarray(norm_tokens).astype(np.int64).reshape(-1)
         n, t = tokens.shape
         c = n_channels(self.kind)
-        real = tokens < len(self.codebook)
-        book = np.vstack([self.codebook, np.zeros((1, self.codebook.shape[1]), np.float32)])
-        book[-1, 1::c] = ABSENT
-        vec = book[np.where(real, tokens, len(self.codebook))].reshape(n, t * self.patch, c)
+        absent = np.zeros(self.width, np.float32)  # a mask token: every point absent
+        absent[1::c] = ABSENT
+        vec = self.book.decode(tokens, fill=absent).reshape(n, t * self.patch, c)
         w = min(t * self.patch, self.length)
         vec = vec[:, :w].astype(np.float64)
         has = norm_tokens < len(self.edges) - 1
@@ -188,9 +209,9 @@ class GroupModel:
         return out
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """The fitted arrays (for safetensors and the fingerprint)."""
-        assert self.codebook is not None and self.edges is not None
-        out = {"codebook": self.codebook.astype(np.float32), "norm_edges": self.edges}
+        """The fitted arrays: ``codebook``, ``norm_edges`` (and the XP ``design``)."""
+        assert self.edges is not None
+        out = {**self.book.arrays(), "norm_edges": self.edges}
         if self.design is not None:
             out["design"] = self.design
         return out
@@ -200,10 +221,40 @@ class GroupModel:
                 "norm_bins": self.norm_bins, "length": self.length}
 
     @classmethod
-    def from_state(cls, config: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> GroupModel:
-        m = cls(config["spec"], config["codebook_size"], config["norm_bins"])
-        m.length = int(config["length"])
-        m.codebook = np.asarray(arrays["codebook"], dtype=np.float32)
-        m.edges = np.asarray(arrays["norm_edges"], dtype=np.float64)
-        m.design = np.asarray(arrays["design"]) if "design" in arrays else None
+    def from_state(cls, config: Mapping[str, Any], arrays: Mapping[str, np.ndarray], *,
+                   where: str = "spectrum group") -> GroupModel:
+        """A fitted group from :meth:`config` and :meth:`arrays`, validated: a missing array,
+        a codebook that is not ``(k <= codebook_size, channels x patch_size)`` or holds NaN,
+        norm edges that are not finite and increasing, or a bad XP design matrix are a
+        :class:`CodecFormatError` starting with ``where``."""
+        from astromodal_core.tokenizer import check_edges
+
+        from .groups import XP_N_SAMPLES, normalise_group
+
+        spec = normalise_group(config["spec"])
+        m = cls(spec, _positive(config["codebook_size"], "codebook_size", where),
+                _positive(config["norm_bins"], "norm_bins", where))
+        m.length = _positive(config["length"], "length", where)
+        for name in ("codebook", "norm_edges"):
+            if name not in arrays:
+                raise CodecFormatError(f"{where}: no {name} array")
+        m.book.set_centroids(arrays["codebook"], dim=m.width, where=where)
+        edges = np.asarray(arrays["norm_edges"])
+        if edges.ndim != 1 or not 2 <= len(edges) <= m.norm_bins + 1 or edges.dtype.kind != "f":
+            raise CodecFormatError(f"{where}: norm_edges has shape {edges.shape} and dtype "
+                                   f"{edges.dtype}, expected 2 to {m.norm_bins + 1} floats")
+        m.edges = check_edges(edges.astype(np.float64), where)
+        if m.kind == "gaiaxpy_xp":
+            design = np.asarray(arrays.get("design", np.empty(0)))
+            shape = (int(spec["n_coefficients"]), XP_N_SAMPLES)
+            if design.shape != shape or design.dtype.kind != "f" or not np.isfinite(design).all():
+                raise CodecFormatError(f"{where}: XP design matrix has shape {design.shape}, "
+                                       f"expected finite {shape}")
+            m.design = design.astype(np.float64)
         return m
+
+
+def _positive(value: Any, what: str, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise CodecFormatError(f"{where}: {what} must be a positive integer, got {value!r}")
+    return int(value)

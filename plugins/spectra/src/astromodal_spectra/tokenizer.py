@@ -1,4 +1,11 @@
-"""SpectrumTokenizer: k-means tokens for DESI spectra, ZTF light curves and Gaia XP spectra."""
+"""SpectrumTokenizer: k-means tokens for DESI spectra, ZTF light curves and Gaia XP spectra.
+
+A :class:`astromodal_core.Tokenizer`: the base gives ``from_config``, ``train`` (one bounded
+sample folded across files), ``encode_to_store`` (streamed), ``save`` / ``load`` (the ``.npz``
+plus one content-addressed companion ``<stem>.codebooks.<fingerprint>.safetensors`` holding
+the codebooks) and ``fingerprint``. Files written before the base (a
+``<stem>.codebooks.safetensors`` companion) still load.
+"""
 
 from __future__ import annotations
 
@@ -8,18 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
+import pyarrow as pa
 
-from astromodal_core.errors import CodecFormatError, ConfigError, DataError, NotFittedError
+from astromodal_core.errors import CodecFormatError, DataError, TokenKeyError
 from astromodal_core.io import id_column, iter_batches, open_parquet, require_columns
 from astromodal_core.modality import TokenKey
-from astromodal_core.serialize import (
-    fingerprint,
-    load_npz,
-    load_safetensors,
-    save_npz,
-    save_safetensors,
-)
+from astromodal_core.tokenizer import Tokenizer
 
 from .group_model import GroupModel
 from .groups import (
@@ -37,11 +38,12 @@ from .sampler import GroupSample
 
 PathLike = str | os.PathLike[str]
 KIND = "spectrum_tokenizer"
-_PARAMS = ("codebook_size", "max_features_per_group", "max_rows_per_file", "max_points_per_row",
-           "groups", "detect_ztf", "id_col", "norm_bins", "n_iter", "rng_seed", "batch_size",
-           "progress", "backend")
+#: the settings saved with a fitted tokenizer (the groups are saved with their state)
+_SAVED = ("codebook_size", "max_features_per_group", "max_rows_per_file", "max_points_per_row",
+          "id_col", "norm_bins", "n_iter", "rng_seed", "batch_size")
 MODALITY = {"flux_ivar": "DESISpectrum", "ztf_mag_err": "ZTFLightCurve",
             "gaiaxpy_xp": "GaiaXPSpectrum"}
+_PART = "codebooks"
 
 
 def _ragged(tok: np.ndarray, present: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -77,7 +79,7 @@ def read_points(model: GroupModel, batch: Any, ids: np.ndarray, path: PathLike,
     return read_xp(batch, spec, model.design, ids, path, mask_col)
 
 
-class SpectrumTokenizer:
+class SpectrumTokenizer(Tokenizer):
     """Tokenise spectra and light curves with one k-means codebook per group.
 
     ``groups`` is a list of dicts (``name``, ``kind`` in ``flux_ivar`` / ``ztf_mag_err`` /
@@ -86,15 +88,23 @@ class SpectrumTokenizer:
     (desi_<arm>, ztf_<band>, gaiaxp_bp/rp) from the first training file's columns;
     ``detect_ztf=True`` adds the ZTF bands found to explicit groups. Token id
     ``codebook_size`` is the mask token; each group also writes its per-row normalisation
-    (log10 flux scale or median magnitude) on a scalar key ``<token_key>_norm`` with
-    ``norm_bins`` bins (id ``norm_bins`` = no data).
+    (log10 flux scale or median magnitude) on an ordinal scalar key ``<token_key>_norm`` with
+    ``norm_bins`` bins (id ``norm_bins`` = no data; :meth:`token_values` gives the bin centres).
 
     Rectangular groups (flux_ivar, ztf_mag_err) have ``L = ceil(length / patch_size)`` tokens
     per row: ``length`` is the group's ``length`` if given, else the longest row seen in
     training (for ZTF at least ``max_points_per_row``); shorter rows are padded with the mask
     token, longer rows are a DataError. Gaia XP groups are ragged: 600 / patch_size tokens for
     a source with that band, an empty row for a source without.
+
+    Memory. Training holds one reservoir of at most ``max_features_per_group`` vectors per
+    group across all files plus one record batch of ``batch_size`` rows (a file with more than
+    ``max_rows_per_file`` rows is read twice: once to choose its rows, once for their
+    features); encoding holds one batch.
     """
+
+    name = "spectrum"
+    kind = KIND
 
     def __init__(
         self,
@@ -122,6 +132,8 @@ class SpectrumTokenizer:
                         ("max_points_per_row", max_points_per_row), ("batch_size", batch_size)):
             if int(v) < 1:
                 raise ValueError(f"{name} must be >= 1, got {v}")
+        if backend not in ("auto", "numba", "numpy", "faiss"):
+            raise ValueError(f"backend must be 'auto', 'numba', 'numpy' or 'faiss', got {backend!r}")
         self.codebook_size = int(codebook_size)
         self.max_features_per_group = int(max_features_per_group)
         self.max_rows_per_file = int(max_rows_per_file)
@@ -141,23 +153,9 @@ class SpectrumTokenizer:
             check_unique(self.groups)
         self.models: dict[str, GroupModel] = {}
 
-    # construction -------------------------------------------------------------------------
-    @classmethod
-    def from_config(cls, section: Mapping[str, Any]) -> SpectrumTokenizer:
-        """Build from the ``tokenizers.spectrum`` config section; unknown keys are an error."""
-        section = dict(section)
-        unknown = sorted(set(section) - set(_PARAMS))
-        if unknown:
-            raise ConfigError(f"tokenizers.spectrum: unknown key {unknown[0]!r}; allowed: {_PARAMS}")
-        return cls(**section)
-
     @property
     def is_fitted(self) -> bool:
         return bool(self.models)
-
-    def check_fitted(self) -> None:
-        if not self.is_fitted:
-            raise NotFittedError("SpectrumTokenizer is not fitted: call train(...) or load(...)")
 
     # training -----------------------------------------------------------------------------
     def _resolve_groups(self, path: PathLike) -> list[dict[str, Any]]:
@@ -188,42 +186,58 @@ class SpectrumTokenizer:
             models[g["name"]] = m
         return models
 
+    def _columns(self, specs: Sequence[Mapping[str, Any]], names: Sequence[str]
+                 ) -> tuple[list[str], dict[str, str | None]]:
+        masks = {g["name"]: mask_column(g, names) for g in specs}
+        cols = [self.id_col] + [c for g in specs for c in columns_of(g)]
+        cols += [m for m in masks.values() if m]
+        return list(dict.fromkeys(cols)), masks
+
     def sample_file(self, path: PathLike) -> dict[str, GroupSample]:
-        """The bounded training sample of one file (mergeable with :meth:`fit_from_samples`)."""
+        """The bounded training sample of one file: ``{group: GroupSample}``.
+
+        Reads the file in batches; a file with more than ``max_rows_per_file`` rows is read
+        twice (choose the rows, then sample their features), so memory never holds the file.
+        """
         groups = self._resolve_groups(path)
         models = self._new_models(groups)
         pf = open_parquet(path)
-        names = pf.schema_arrow.names
-        masks = {g["name"]: mask_column(g, names) for g in groups}
-        cols = [self.id_col] + [c for g in groups for c in columns_of(g)]
-        cols += [m for m in masks.values() if m]
+        cols, masks = self._columns(groups, pf.schema_arrow.names)
         require_columns(pf, path, cols)
         samples = {g["name"]: GroupSample(
             g, seed=self.rng_seed, max_features=self.max_features_per_group,
             max_rows_per_file=self.max_rows_per_file, max_points_per_row=self.max_points_per_row,
         ) for g in groups}
-        for batch in iter_batches(path, list(dict.fromkeys(cols)), batch_size=self.batch_size):
+        one_pass = pf.metadata.num_rows <= self.max_rows_per_file
+        for batch in iter_batches(path, cols, batch_size=self.batch_size):
             ids = id_column(batch, self.id_col, path)
-            for g in groups:
-                pts = read_points(models[g["name"]], batch, ids, path, masks[g["name"]],
-                                  training=True)
-                samples[g["name"]].add(pts, ids)
+            for name, s in samples.items():
+                pts = read_points(models[name], batch, ids, path, masks[name], training=True)
+                s.scan(pts, ids)
+                if one_pass:
+                    s.add(pts, ids)
+        if not one_pass:  # second pass: the features of the chosen rows only
+            for batch in iter_batches(path, cols, batch_size=self.batch_size):
+                ids = id_column(batch, self.id_col, path)
+                chosen = np.zeros(len(ids), dtype=bool)
+                for s in samples.values():
+                    chosen |= s.selected(ids)
+                if not chosen.any():
+                    continue
+                rows = np.flatnonzero(chosen)
+                sub = batch.take(pa.array(rows))
+                for name, s in samples.items():
+                    pts = read_points(models[name], sub, ids[rows], path, masks[name],
+                                      training=True)
+                    s.add(pts, ids[rows])
         for s in samples.values():
             s.end_file()
         return samples
 
-    def fit_from_samples(self, states: Sequence[Mapping[str, GroupSample]]) -> SpectrumTokenizer:
-        """Fit every group from merged per-file samples; return self."""
-        if not states:
-            raise ValueError("no training samples")
-        merged: dict[str, GroupSample] = {}
-        for st in states:
-            for name, s in st.items():
-                merged[name] = s if name not in merged else merged[name].merge(s)
-        groups = [s.spec for s in merged.values()]
+    def _fit(self, sample: Mapping[str, GroupSample]) -> None:
+        groups = [s.spec for s in sample.values()]
         models = self._new_models(groups)
-        for name, s in merged.items():
-            s.end_file()
+        for name, s in sample.items():
             if len(s.vectors) == 0:
                 raise DataError(f"group {name!r}: no valid points in the training files "
                                 f"(columns {columns_of(s.spec)})")
@@ -234,112 +248,67 @@ class SpectrumTokenizer:
                              seed=self.rng_seed, n_iter=self.n_iter, backend=self.backend)
         self.groups = groups
         self.models = models
-        return self
 
-    def train(self, parquet_files: Sequence[PathLike] | PathLike) -> SpectrumTokenizer:
-        """Sample every file with bounded memory, then fit the codebooks; return self."""
-        files = [parquet_files] if isinstance(parquet_files, (str, os.PathLike)) else list(parquet_files)
-        if not files:
-            raise ValueError("train() needs at least one parquet file")
-        states = [self.sample_file(f) for f in tqdm(files, desc="spectrum: sampling", unit="file",
-                                                    disable=not self.progress)]
-        return self.fit_from_samples(states)
+    def train(self, sources: PathLike | Sequence[PathLike], *,
+              progress: bool | None = None) -> SpectrumTokenizer:
+        """Sample every file with bounded memory (one reservoir per group, folded file by
+        file), then fit the codebooks; return self."""
+        return super().train(sources, progress=self.progress if progress is None else progress)
 
     # encoding -----------------------------------------------------------------------------
-    def iter_encode(self, path: PathLike, *, batch_size: int | None = None,
-                    progress: bool | None = None) -> Iterator[tuple[np.ndarray, dict[str, Any]]]:
-        """Yield ``(ids, {group: (tokens (n, T), norm tokens (n,), present (n,))})`` per batch.
-
-        Memory is bounded by ``batch_size``: use this (or :meth:`encode_to_store`) for files
-        whose tokens do not fit in memory.
-        """
+    def input_columns(self, path: PathLike) -> list[str]:
         self.check_fitted()
         pf = open_parquet(path)
-        names = pf.schema_arrow.names
-        masks = {n: mask_column(m.spec, names) for n, m in self.models.items()}
-        cols = [self.id_col] + [c for m in self.models.values() for c in columns_of(m.spec)]
-        cols += [m for m in masks.values() if m]
+        cols, _ = self._columns([m.spec for m in self.models.values()], pf.schema_arrow.names)
         require_columns(pf, path, cols)
-        size = batch_size or self.batch_size
-        show = self.progress if progress is None else progress
-        batches = iter_batches(path, list(dict.fromkeys(cols)), batch_size=size)
-        for batch in tqdm(batches, desc="spectrum: encoding", unit="batch", disable=not show,
-                          total=-(-pf.metadata.num_rows // size)):
-            ids = id_column(batch, self.id_col, path)
-            out = {}
-            for name, m in self.models.items():
-                pts = read_points(m, batch, ids, path, masks[name], training=False)
-                tok, ntok = m.encode_points(pts, backend=self.backend)
-                out[name] = (tok, ntok, pts.lengths > 0)
-            yield ids, out
+        return cols
+
+    def _encode_batch(self, batch: Any, path: PathLike) -> tuple[np.ndarray, dict[str, Any]]:
+        ids = id_column(batch, self.id_col, path)
+        names = batch.schema.names
+        out: dict[str, Any] = {}
+        for m in self.models.values():
+            pts = read_points(m, batch, ids, path, mask_column(m.spec, names), training=False)
+            tok, ntok = m.encode_points(pts, backend=self.backend)
+            key = m.spec["token_key"]
+            out[key] = _ragged(tok, pts.lengths > 0) if m.kind == "gaiaxpy_xp" else tok
+            out[f"{key}_norm"] = ntok
+        return ids, out
+
+    def iter_token_batches(self, path: PathLike, *, batch_size: int | None = None,
+                           progress: bool | None = None
+                           ) -> Iterator[tuple[np.ndarray, dict[str, Any]]]:
+        """Yield ``(ids, {token key: tokens})`` per record batch of ``batch_size`` rows (memory
+        is bounded by the batch): ``(n, L)`` uint16 per rectangular group, ``(flat, indptr)``
+        per XP group, ``(n,)`` for every ``_norm`` key."""
+        yield from super().iter_token_batches(
+            path, batch_size=batch_size, progress=self.progress if progress is None else progress)
 
     def encode(self, path: PathLike, *, batch_size: int | None = None,
                progress: bool | None = None) -> dict[str, Any]:
-        """Tokens of every group for one parquet file (the seed's output dict)."""
-        parts: dict[str, list[Any]] = {n: [] for n in self.models}
-        all_ids = []
-        for ids, groups in self.iter_encode(path, batch_size=batch_size, progress=progress):
-            all_ids.append(ids)
-            for name, value in groups.items():
-                parts[name].append(value)
+        """Tokens of every group for one parquet file (the seed's output dict):
+        ``tokens_<group>`` (n, L) or ``tokens_<group>_flat`` / ``_indptr`` (XP), and
+        ``tokens_<group>_norm`` (n,), with ``ids`` and ``id_col``."""
+        generic = super().encode(path, batch_size=batch_size,
+                                 progress=self.progress if progress is None else progress)
         out: dict[str, Any] = {}
         for name, m in self.models.items():
-            tok = np.concatenate([p[0] for p in parts[name]])
-            ntok = np.concatenate([p[1] for p in parts[name]])
+            key = m.spec["token_key"]
             if m.kind == "gaiaxpy_xp":
-                present = np.concatenate([p[2] for p in parts[name]])
-                out[f"tokens_{name}_flat"], out[f"tokens_{name}_indptr"] = _ragged(tok, present)
+                out[f"tokens_{name}_flat"], out[f"tokens_{name}_indptr"] = generic[key]
             else:
-                out[f"tokens_{name}"] = tok
-            out[f"tokens_{name}_norm"] = ntok
-        out["ids"] = np.concatenate(all_ids).astype(np.int64)
+                out[f"tokens_{name}"] = generic[key]
+            out[f"tokens_{name}_norm"] = generic[f"{key}_norm"]
+        out["ids"] = generic["ids"]
         out["id_col"] = self.id_col
         return out
 
-    def encode_to_store(self, path: PathLike, out_path: PathLike, *,
-                        batch_size: int | None = None, progress: bool | None = None) -> Path:
-        """Stream the tokens of ``path`` into a token store (parquet) batch by batch.
-
-        The store has the id column and one column per token key, with the same metadata as
-        :func:`astromodal_core.store.write_token_store`; nothing is left at ``out_path`` if
-        anything fails.
-        """
-        import json
-
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        from astromodal_core.serialize import atomic_path
-        from astromodal_core.store import STORE_META_KEY
-
-        keys = {k.name: k for k in self.token_keys}
-        meta = {"id_col": self.id_col, "token_keys": {n: k.as_dict() for n, k in keys.items()},
-                "fingerprints": dict.fromkeys(keys, self.fingerprint)}
-        writer = None
-        with atomic_path(out_path, suffix=".parquet") as tmp:
-            try:
-                for ids, groups in self.iter_encode(path, batch_size=batch_size, progress=progress):
-                    arrays = {self.id_col: pa.array(ids, pa.int64())}
-                    for name, (tok, ntok, present) in groups.items():
-                        m = self.models[name]
-                        key = m.spec["token_key"]
-                        if m.kind == "gaiaxpy_xp":
-                            flat, indptr = _ragged(tok, present)
-                            arrays[key] = pa.ListArray.from_arrays(
-                                pa.array(indptr.astype(np.int32)), pa.array(flat, pa.uint16()))
-                        else:
-                            arrays[key] = pa.FixedSizeListArray.from_arrays(
-                                pa.array(tok.ravel(), pa.uint16()), tok.shape[1])
-                        arrays[f"{key}_norm"] = pa.array(ntok, pa.uint16())
-                    table = pa.table(arrays)
-                    if writer is None:
-                        schema = table.schema.with_metadata({STORE_META_KEY: json.dumps(meta)})
-                        writer = pq.ParquetWriter(tmp, schema)
-                    writer.write_table(table.replace_schema_metadata(writer.schema.metadata))
-            finally:
-                if writer is not None:
-                    writer.close()
-        return Path(out_path)
+    def encode_to_store(self, path: PathLike, out: PathLike, *, batch_size: int | None = None,
+                        progress: bool | None = None) -> Path:
+        """Stream the tokens of ``path`` into a token store at ``out``, batch by batch
+        (nothing is left at ``out`` if anything fails)."""
+        return super().encode_to_store(path, out, batch_size=batch_size,
+                                       progress=self.progress if progress is None else progress)
 
     def to_token_columns(self, result: Mapping[str, Any]) -> dict[str, Any]:
         """The seed dict as token-store columns ``{token_key: array or (flat, indptr)}``."""
@@ -358,7 +327,7 @@ class SpectrumTokenizer:
         """Decode one group of an :meth:`encode` result back to its modality (physical units)."""
         return self.codec(group).decode(self.codec(group).tokens_from_result(result))
 
-    # codecs and keys ----------------------------------------------------------------------
+    # codecs, keys and values --------------------------------------------------------------
     def codec(self, group: str) -> Any:
         """The fitted codec of one group."""
         from .codecs import codec_for_model
@@ -377,61 +346,83 @@ class SpectrumTokenizer:
         self.check_fitted()
         return tuple(k for name in self.models for k in self.codec(name).token_keys)
 
+    def token_values(self, key: str) -> np.ndarray:
+        """The value of every id of a ``<token_key>_norm`` key: float64 ``(norm_bins + 1,)``,
+        the bin centre of log10 flux scale (DESI, XP) or of the median magnitude (ZTF); NaN
+        at the mask token and past the fitted bins. The k-means keys have no values."""
+        k = self.token_key(key)
+        for m in self.models.values():
+            if key == f"{m.spec['token_key']}_norm":
+                return m.norm_values()
+        raise TokenKeyError(f"SpectrumTokenizer: token key {k.name!r} has no physical values "
+                            "(k-means codebook ids are not ordinal)")
+
     @property
     def n_centroids(self) -> dict[str, int]:
         """Centroids actually fitted per group (fewer than codebook_size on small data)."""
-        return {n: len(m.codebook) for n, m in self.models.items() if m.codebook is not None}
+        return {n: m.book.n_codes for n, m in self.models.items() if m.book.is_fitted}
 
     # persistence --------------------------------------------------------------------------
     def _params(self) -> dict[str, Any]:
-        return {"codebook_size": self.codebook_size,
-                "max_features_per_group": self.max_features_per_group,
-                "max_rows_per_file": self.max_rows_per_file,
-                "max_points_per_row": self.max_points_per_row, "id_col": self.id_col,
-                "norm_bins": self.norm_bins, "n_iter": self.n_iter, "rng_seed": self.rng_seed,
-                "batch_size": self.batch_size}
+        return {k: getattr(self, k) for k in _SAVED}
 
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        config = {"tokenizer": "spectrum", "params": self._params(),
-                  "groups": [m.config() for m in self.models.values()]}
-        arrays = {f"{n}/{k}": v for n, m in self.models.items() for k, v in m.arrays().items()}
+        config = {"params": self._params(), "groups": [m.config() for m in self.models.values()]}
+        arrays = {f"{n}/norm_edges": m.arrays()["norm_edges"] for n, m in self.models.items()}
         return config, arrays
 
-    @property
-    def fingerprint(self) -> str:
-        self.check_fitted()
-        return fingerprint(*self._state())
-
-    def save(self, path: PathLike) -> None:
-        """Write ``path`` (.npz: JSON config) and the codebooks to safetensors beside it."""
-        self.check_fitted()
-        path = Path(path)
-        config, arrays = self._state()
-        companion = path.with_name(path.name.removesuffix(".npz") + ".codebooks.safetensors")
-        fp = save_safetensors(companion, arrays, {"tokenizer": "spectrum"})
-        config["companion"] = companion.name
-        config["companion_fingerprint"] = fp
-        save_npz(path, config, {}, kind=KIND)
+    def _companions(self) -> dict[str, tuple[dict[str, np.ndarray], dict[str, Any]]]:
+        arrays = {f"{n}/{k}": v for n, m in self.models.items() for k, v in m.arrays().items()
+                  if k != "norm_edges"}
+        return {_PART: (arrays, {"tokenizer": self.name})}
 
     @classmethod
     def load(cls, path: PathLike, **kwargs: Any) -> SpectrumTokenizer:
-        """Read a tokenizer written by :meth:`save` (never unpickles)."""
-        path = Path(path)
-        config, _, _ = load_npz(path, kind=KIND)
-        try:
-            params = dict(config["params"])
-            groups = list(config["groups"])
-            companion = path.with_name(config["companion"])
-            expected = config["companion_fingerprint"]
-        except (KeyError, TypeError) as exc:
-            raise CodecFormatError(f"{path}: not a spectrum tokenizer config ({exc})") from exc
-        arrays, _ = load_safetensors(companion, expected_fingerprint=expected)
-        params.update(kwargs)
-        tok = cls(groups=[g["spec"] for g in groups], **params)
+        """Read a tokenizer written by :meth:`save` (never unpickles); ``kwargs`` override
+        settings that do not change tokens (``progress``, ``batch_size``, ``backend``)."""
+        return super().load(path, _source=Path(path), **kwargs)
+
+    @classmethod
+    def _from_state(cls, config: dict[str, Any], arrays: dict[str, np.ndarray],
+                    companions: dict[str, dict[str, np.ndarray]], **kwargs: Any
+                    ) -> SpectrumTokenizer:
+        source = kwargs.pop("_source", None)
+        where = str(source) if source is not None else "spectrum tokenizer"
+        if "companion" in config and not companions:  # saved before the Tokenizer base
+            companions = {_PART: _legacy_companion(config, source, where)}
+        params, groups = config.get("params"), config.get("groups")
+        if not isinstance(params, Mapping) or not isinstance(groups, list) or not groups:
+            raise CodecFormatError(f"{where}: not a spectrum tokenizer state (no params / groups)")
+        if _PART not in companions:
+            raise CodecFormatError(f"{where}: no {_PART!r} companion")
+        unknown = set(params) - set(cls.config_options())
+        if unknown:
+            raise CodecFormatError(f"{where}: unknown saved settings {sorted(unknown)}")
+        stored = {**arrays, **companions[_PART]}
+        models: dict[str, GroupModel] = {}
         for g in groups:
-            name = g["spec"]["name"]
-            sub = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.split("/", 1)[0] == name}
-            if "codebook" not in sub:
-                raise CodecFormatError(f"{companion}: no codebook for group {name!r}")
-            tok.models[name] = GroupModel.from_state(g, sub)
+            if not isinstance(g, Mapping) or not isinstance(g.get("spec"), Mapping):
+                raise CodecFormatError(f"{where}: a group entry is not a mapping with a 'spec'")
+            name = str(g["spec"].get("name"))
+            sub = {k.split("/", 1)[1]: v for k, v in stored.items() if k.split("/", 1)[0] == name}
+            models[name] = GroupModel.from_state(g, sub, where=f"{where}: group {name!r}")
+        tok = cls(groups=[m.spec for m in models.values()], **{**params, **kwargs})
+        for m in models.values():
+            if (m.codebook_size, m.norm_bins) != (tok.codebook_size, tok.norm_bins):
+                raise CodecFormatError(f"{where}: group {m.spec['name']!r} has codebook_size "
+                                       f"{m.codebook_size} / norm_bins {m.norm_bins}, the "
+                                       f"tokenizer {tok.codebook_size} / {tok.norm_bins}")
+        tok.models = models
         return tok
+
+
+def _legacy_companion(config: Mapping[str, Any], source: Path | None, where: str
+                      ) -> dict[str, np.ndarray]:
+    """The arrays of a pre-base save: ``<stem>.codebooks.safetensors`` named in the config."""
+    from astromodal_core.serialize import load_safetensors
+
+    name, fp = config.get("companion"), config.get("companion_fingerprint")
+    if source is None or not isinstance(name, str) or name != Path(name).name or not isinstance(fp, str):
+        raise CodecFormatError(f"{where}: bad companion entry {name!r}")
+    arrays, _ = load_safetensors(source.with_name(name), expected_fingerprint=fp)
+    return arrays
