@@ -55,15 +55,19 @@ def clean_stale_temps(path: str | os.PathLike[str]) -> list[Path]:
     alive (a concurrent writer) is left alone.
     """
     path = Path(path)
+    return clean_stale_temps_in(path.parent, re.compile(re.escape(path.name) + r"\Z"))
+
+
+def clean_stale_temps_in(directory: str | os.PathLike[str], names: re.Pattern[str]) -> list[Path]:
+    """Remove the temporary files killed writers left in ``directory`` for every target file
+    name that ``names`` matches from its start (see :func:`clean_stale_temps`); return them."""
+    directory = Path(directory)
     removed: list[Path] = []
-    if not path.parent.is_dir():
+    if not directory.is_dir():
         return removed
-    prefix = f".{path.name}."
-    for entry in path.parent.iterdir():
-        if not entry.name.startswith(prefix):
-            continue
+    for entry in directory.iterdir():
         m = _TMP_RE.match(entry.name)
-        if m is None or m.group("name") != path.name or _pid_alive(int(m.group("pid"))):
+        if m is None or not names.match(m.group("name")) or _pid_alive(int(m.group("pid"))):
             continue
         with contextlib.suppress(OSError):
             if entry.is_dir() and not entry.is_symlink():

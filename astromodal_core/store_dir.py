@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import DataError
-from .serialize import atomic_path
+from .serialize import atomic_path, clean_stale_temps
 from .store import STORE_META_KEY, source_info, store_metadata
 
 PathLike = str | os.PathLike[str]
@@ -30,7 +30,12 @@ def store_path_for(store_dir: PathLike, path: PathLike) -> Path:
 
 def is_encoded(out: PathLike, source: PathLike, fingerprints: Mapping[str, str]) -> bool:
     """True if ``out`` holds the tokens of ``source`` (same path, size and modification time)
-    made with ``fingerprints`` (``{token key: fingerprint}``)."""
+    made with ``fingerprints`` (``{token key: fingerprint}``).
+
+    Temporary files a killed earlier write of ``out`` left are removed first: a re-run that
+    skips ``out`` would otherwise never clean them.
+    """
+    clean_stale_temps(out)
     if not Path(out).is_file():
         return False
     try:

@@ -392,11 +392,14 @@ class Tokenizer(abc.ABC):
 
 
 def remove_stale_companions(path: PathLike, keep: Iterable[str]) -> list[Path]:
-    """Remove ``<stem>.<part>.<fingerprint>.safetensors`` files beside ``path`` not in ``keep``."""
+    """Remove ``<stem>.<part>.<fingerprint>.safetensors`` files beside ``path`` not in ``keep``,
+    and the temporary files killed saves left for any companion of ``path``."""
+    from .serialize import clean_stale_temps_in
+
     path = Path(path)
     keep = set(keep)
     pattern = re.compile(re.escape(_stem(path)) + r"\.[a-z][a-z0-9_]*\.[0-9a-f]{16}\.safetensors$")
-    removed = []
+    removed = clean_stale_temps_in(path.parent, pattern)
     for entry in path.parent.iterdir() if path.parent.is_dir() else ():
         if entry.name not in keep and pattern.match(entry.name):
             with contextlib.suppress(OSError):

@@ -245,9 +245,12 @@ class TokenizerSet:
             return cls.commit(directory, members.values())
 
     def _collect_garbage(self) -> list[Path]:
-        """Remove member files (and their companions) the manifest does not reference."""
+        """Remove member files (and their companions) the manifest does not reference, and
+        the temporary files killed writers left for any member file."""
+        from .serialize import clean_stale_temps_in
+
         keep_stems = {m.file[: -len(".npz")] if m.file.endswith(".npz") else m.file for m in self}
-        removed = []
+        removed = clean_stale_temps_in(self.directory, _MEMBER_FILE)
         for entry in self.directory.iterdir():
             if not _MEMBER_FILE.match(entry.name):
                 continue
