@@ -8,8 +8,9 @@ import pyarrow.parquet as pq
 import pytest
 from astromodal_wise import WISECodec, WISEPhotometry, WISETokenizer
 
-from astromodal_core import CodecFormatError, DataError
-from astromodal_core.testing import check_codec
+from astromodal_core import CodecFormatError, ConfigError, DataError
+from astromodal_core.serialize import load_npz, save_npz
+from astromodal_core.testing import check_codec, check_tokenizer
 
 
 def _cube(path, n=200, seed=0, **override):
@@ -31,14 +32,23 @@ def test_codec_conforms():
     assert "check_missing_masked" in done and "check_save_load" in done
 
 
+def test_tokenizer_conforms(tmp_path):
+    train = [_cube(tmp_path / f"{i}.parquet", seed=i) for i in range(2)]
+    missing = _cube(tmp_path / "missing.parquet", seed=5, **{f"wise_w{k}": np.r_[np.nan, np.ones(199)]
+                                                             for k in range(1, 5)})
+    done = check_tokenizer(lambda: WISETokenizer(n_bins=16), train, train[0], missing_file=missing,
+                           tmp_dir=tmp_path)
+    assert "check_save_is_atomic" in done and "check_encode_to_store" in done
+
+
 def test_exact_tokens_and_decode():
     codec = WISECodec(n_bins=4).train(np.tile(np.arange(1.0, 9.0)[:, None], (1, 4)))
-    # quartile edges of 1..8 are 2.75, 4.5, 6.25
-    np.testing.assert_allclose(codec.edges[0], [2.75, 4.5, 6.25])
+    # equal-count bins of 1..8: edges at the midpoints 2.5, 4.5, 6.5
+    np.testing.assert_array_equal(codec.bins.table("w1").edges, [2.5, 4.5, 6.5])
     tokens = codec.encode(WISEPhotometry(mag=[[1.0, 3.0, 5.0, np.nan], [8.0, 4.5, 2.0, 7.0]]))
     np.testing.assert_array_equal(tokens["tok_wise"], [[0, 1, 2, 4], [3, 2, 0, 3]])
     back = codec.decode(tokens).mag
-    np.testing.assert_allclose(back[0, :3], [1.5, 3.5, 5.5])  # bin medians
+    np.testing.assert_array_equal(back[0, :3], [1.5, 3.5, 5.5])  # bin medians
     assert np.isnan(back[0, 3])
 
 
@@ -49,8 +59,9 @@ def test_tokenizer_train_encode_and_missing(tmp_path):
     assert res["wise_tokens"].dtype == np.uint16 and res["wise_tokens"].shape == (200, 4)
     assert res["wise_tokens"][0, 3] == 8  # null W4 -> mask token
     np.testing.assert_array_equal(res["ids"], np.arange(200))
-    cols = tok.to_token_columns(res)
-    np.testing.assert_array_equal(cols["tok_wise"], res["wise_tokens"])
+    batches = list(tok.iter_token_batches(path, batch_size=64))  # what `astromodal encode` streams
+    assert [len(ids) for ids, _ in batches] == [64, 64, 64, 8]
+    np.testing.assert_array_equal(np.concatenate([b["tok_wise"] for _, b in batches]), res["wise_tokens"])
 
 
 def test_train_equals_merged_samples(tmp_path):
@@ -61,7 +72,7 @@ def test_train_equals_merged_samples(tmp_path):
     assert a.fingerprint == b.fingerprint
 
 
-def test_save_load_and_newer_format(tmp_path):
+def test_save_load_and_damaged_files(tmp_path):
     path = _cube(tmp_path / "a.parquet")
     tok = WISETokenizer(n_bins=8).train(path)
     tok.save(tmp_path / "wise_tokenizer_config.npz")
@@ -73,6 +84,11 @@ def test_save_load_and_newer_format(tmp_path):
     np.savez(tmp_path / "newer.npz", **arrays)
     with pytest.raises(CodecFormatError, match="newer"):
         WISETokenizer.load(tmp_path / "newer.npz")
+    config, arrays, _ = load_npz(tmp_path / "wise_tokenizer_config.npz")
+    arrays["c002_edges"] = arrays["c002_edges"][::-1]  # W3's edges in decreasing order
+    save_npz(tmp_path / "bad.npz", config, arrays, kind=WISETokenizer.kind)
+    with pytest.raises(CodecFormatError, match="column 'w3' .*bin edges are not in increasing order"):
+        WISETokenizer.load(tmp_path / "bad.npz")
 
 
 def test_bad_input_names_file_column_row(tmp_path):
@@ -83,5 +99,7 @@ def test_bad_input_names_file_column_row(tmp_path):
     pq.write_table(pa.table({"id": np.arange(3), "wise_w1": np.ones(3)}), missing)
     with pytest.raises(DataError, match="missing column 'wise_w2'"):
         WISETokenizer().train(missing)
-    with pytest.raises(ValueError, match="unknown key 'nbins'"):
+    with pytest.raises(ConfigError, match=r"tokenizers\.wise\.nbins: unknown setting"):
         WISETokenizer.from_config({"nbins": 3})
+    with pytest.raises(ConfigError, match=r"tokenizers\.wise: n_bins must be an integer in \[2, 65535\]"):
+        WISETokenizer.from_config({"n_bins": 1})
