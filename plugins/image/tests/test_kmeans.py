@@ -1,30 +1,57 @@
-"""The numpy k-means: deterministic, exact on separated clusters."""
+"""The image codebook is fitted by the core's exact k-means: deterministic, exact on clusters."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from astromodal_image.kmeans import kmeans, nearest
+from astromodal_image.tokenizer import ImageTokenizer
+
+from astromodal_core import DataError
+from astromodal_core.kmeans import assign, fit_kmeans
 
 
-def test_recovers_separated_clusters_deterministically():
-    rng = np.random.default_rng(0)
+def _latents(seed: int = 0) -> np.ndarray:
+    """(n, D=2, 2, 2) latent grids around four separated centres; row 0 is an empty (NaN) row."""
+    rng = np.random.default_rng(seed)
     truth = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0], [10.0, 10.0]])
-    x = np.concatenate([t + rng.normal(scale=0.1, size=(50, 2)) for t in truth])
-    a = kmeans(x, 4, seed=3)
-    b = kmeans(x[::-1].copy()[::-1], 4, seed=3)
-    np.testing.assert_array_equal(a, b)
-    assert a.dtype == np.float32
-    order = np.lexsort((np.round(a[:, 1]), np.round(a[:, 0])))
-    np.testing.assert_allclose(a[order], [[0, 0], [0, 10], [10, 0], [10, 10]], atol=0.05)
-    idx, dist = nearest(x, a)
-    assert np.array_equal(np.bincount(idx, minlength=4), [50, 50, 50, 50])
-    assert dist.max() < 0.2
+    cells = np.concatenate([t + rng.normal(scale=0.1, size=(40, 2)) for t in truth])
+    cells = cells[rng.permutation(len(cells))].astype(np.float32)
+    z = cells.reshape(-1, 2, 2, 2).transpose(0, 3, 1, 2).copy()  # (40, D, H', W')
+    z[0] = np.nan
+    return z
 
 
-def test_nearest_exact_and_too_few_points():
-    idx, dist = nearest(np.array([[0.0, 0.0], [2.9, 3.1]]), np.array([[3.0, 3.0], [0.0, 1.0]]))
-    assert idx.tolist() == [1, 0]
-    np.testing.assert_allclose(dist, [1.0, 0.02])
-    with pytest.raises(ValueError, match="at least k=5 vectors, got 3"):
-        kmeans(np.zeros((3, 2)), 5)
+def test_codebook_is_the_core_kmeans_of_the_finite_latents(tiny):
+    z = _latents()
+    tok = ImageTokenizer(**tiny(cutout_size=8, channels=(8, 8), codebook_size=4, kmeans_iter=7, rng_seed=3))
+    tok._fit_codebook_from_latents(z, "latents")
+    vecs = z.transpose(0, 2, 3, 1).reshape(-1, 2)
+    vecs = vecs[np.isfinite(vecs).all(1)]
+    assert len(vecs) == 156  # the empty row's 4 NaN cells are left out
+    want = fit_kmeans(vecs, 4, seed=3, n_iter=7, max_points_per_centroid=None)
+    np.testing.assert_array_equal(tok.codebook, want)
+    assert tok.codebook.dtype == np.float32 and tok.codebook.flags.c_contiguous
+    order = np.lexsort((np.round(tok.codebook[:, 1]), np.round(tok.codebook[:, 0])))
+    np.testing.assert_allclose(tok.codebook[order], [[0, 0], [0, 10], [10, 0], [10, 10]], atol=0.05)
+    labels = assign(vecs, tok.codebook)
+    assert np.bincount(labels, minlength=4).min() >= 36  # every cluster found (4 cells were NaN)
+    assert ((vecs - tok.codebook[labels]) ** 2).sum(1).max() < 0.2
+    again = ImageTokenizer(**tiny(cutout_size=8, channels=(8, 8), codebook_size=4, kmeans_iter=7, rng_seed=3))
+    again._fit_codebook_from_latents(z.copy(), "latents")
+    np.testing.assert_array_equal(again.codebook, tok.codebook)  # deterministic for a seed
+
+
+def test_subsample_is_deterministic_and_too_few_vectors_is_a_data_error(tiny):
+    z = _latents(1)
+    kw = tiny(cutout_size=8, channels=(8, 8), codebook_size=4, max_codebook_vectors=50)
+    a, b = ImageTokenizer(**kw), ImageTokenizer(**kw)
+    a._fit_codebook_from_latents(z, "x")
+    b._fit_codebook_from_latents(z, "x")
+    np.testing.assert_array_equal(a.codebook, b.codebook)
+    big = ImageTokenizer(**tiny(cutout_size=8, channels=(8, 8), codebook_size=200))
+    with pytest.raises(DataError, match=r"^cells: 156 latent vectors for a codebook of 200; add cutouts"):
+        big._fit_codebook_from_latents(z, "cells")
+    same = np.zeros((10, 2, 2, 2), np.float32)
+    same[5:] = 1.0  # two distinct vectors only
+    with pytest.raises(DataError, match=r"^flat: only 2 distinct latent vectors for a codebook of 4"):
+        ImageTokenizer(**kw)._fit_codebook_from_latents(same, "flat")

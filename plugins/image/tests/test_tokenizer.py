@@ -13,7 +13,7 @@ from astromodal_image.synthetic import synthetic_cutouts
 from astromodal_image.tokenizer import ImageTokenizer
 
 from astromodal_core import CodecFormatError, ConfigError, DataError, NotFittedError
-from astromodal_core.serialize import load_npz
+from astromodal_core.serialize import load_npz, load_safetensors
 from astromodal_core.store import read_token_store, write_token_store
 
 BANDS = ["U", "G", "R"]
@@ -110,19 +110,26 @@ def test_decode_bands_and_mask_rows(trained, test_cube):
 def test_save_load_npz_round_trip(trained, test_cube, tmp_path, tiny):
     path, _ = test_cube
     cfg = tmp_path / "image_tokenizer_config.npz"
-    trained.save(cfg)
-    assert (tmp_path / "image_tokenizer_config.safetensors").is_file()
+    assert trained.save(cfg) == cfg
     config, arrays, _ = load_npz(cfg, kind="image_tokenizer")
-    assert config["tokenizer"] == "image" and config["bands"] == BANDS
-    with np.load(cfg, allow_pickle=False) as npz:
-        assert "band_scale" in npz.files
+    assert config["__tokenizer__"] == "image" and config["bands"] == BANDS
+    assert config["history"] == trained.history and "device" not in config
+    assert sorted(arrays) == ["band_offset", "band_scale"]
+    refs = config["__companions__"]
+    assert sorted(refs) == ["codebook", "weights"]
+    names = sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".safetensors")
+    assert names == sorted(f"image_tokenizer_config.{part}.{refs[part]['fingerprint']}.safetensors" for part in refs)
     loaded = ImageTokenizer.load(cfg)
-    assert loaded.fingerprint == trained.fingerprint
+    assert loaded.fingerprint == trained.fingerprint and loaded.settings() == trained.settings()
     assert loaded.history == trained.history
     np.testing.assert_array_equal(loaded.encode(path)["image_tokens"], trained.encode(path)["image_tokens"])
     inst = ImageTokenizer(**tiny(column_prefix="cut_"), device="cpu")
-    assert inst.load(cfg) is inst and inst.fingerprint == trained.fingerprint
-    assert inst.column_prefix == "cut_"  # the instance keeps its own settings
+    assert inst.load(cfg) is inst and inst.column_prefix == "cut_"  # the instance keeps its settings
+    np.testing.assert_array_equal(inst.codebook, trained.codebook)
+    assert inst.history == trained.history
+    assert inst.fingerprint != trained.fingerprint  # its settings are part of what it saves
+    inst.column_prefix = trained.column_prefix
+    assert inst.fingerprint == trained.fingerprint
 
 
 def test_npz_into_an_instance_with_another_architecture_is_refused(trained, tmp_path, tiny):
@@ -263,7 +270,7 @@ def test_bad_training_input(tmp_path, tiny, cube):
         ImageTokenizer(**tiny()).fit_arrays(synthetic_cutouts(2, 3, 16))
     with pytest.raises(ValueError, match="not divisible by the downsampling factor 8"):
         ImageTokenizer(cutout_size=20)
-    with pytest.raises(ConfigError, match="unknown key 'n_bins'"):
+    with pytest.raises(ConfigError, match=r"^tokenizers\.image\.n_bins: unknown setting; known: \['bands', "):
         ImageTokenizer.from_config({"cutout_size": 32, "n_bins": 3})
     assert ImageTokenizer.from_config({"cutout_size": 32, "bands": ["G"]}).grid_shape == (4, 4)
 
@@ -275,34 +282,34 @@ def test_encode_rejects_wrong_cutout_size(trained, tmp_path, cube):
         trained.encode(small)
 
 
-def test_bad_row_mid_file_leaves_no_token_store(trained, test_cube, tmp_path, tiny):
-    """Through the store-writing path (core pipeline): a bad row in the third record batch of a
-    file makes encoding raise, and neither a store nor a temp file is left for that file."""
-    from astromodal_core.pipeline import (
-        LocalEngine,
-        SavedTokenizer,
-        class_path,
-        encode_files,
-        store_path_for,
-        write_manifest,
-    )
-
-    tok_dir, store = tmp_path / "tok", tmp_path / "store"
-    tok_dir.mkdir()
-    trained.save(tok_dir / "image_tokenizer_config.npz")
-    write_manifest(tok_dir, [SavedTokenizer("image", class_path(ImageTokenizer), "image_tokenizer_config.npz",
-                                            trained.fingerprint, trained.token_keys)])
+def test_bad_row_mid_file_leaves_no_token_store(trained, test_cube, tmp_path):
+    """Through the streamed store path: a bad row in the third record batch of a file makes
+    encoding raise, and neither a store nor a temp file is left for that file."""
     flux = synthetic_cutouts(80, len(BANDS), SIZE, seed=5)
     flux[70, 1, 4, 4] = np.inf
     bad = tmp_path / "bad.parquet"
     write_cutouts(bad, cutout_table(np.arange(500, 580), flux, BANDS))
-    good = test_cube[0]
+    out = tmp_path / "store" / "bad.tokens.parquet"
     with pytest.raises(DataError, match=r"bad\.parquet: column 'splus_cut_G', row id 570: cutout holds infinite"):
-        encode_files([good, bad], tok_dir, store, engine=LocalEngine(1), progress=False)
-    assert sorted(p.name for p in store.iterdir()) == [store_path_for(store, good).name]
-    assert not store_path_for(store, bad).exists()
-    ids, cols = read_token_store(store_path_for(store, good))
-    np.testing.assert_array_equal(cols["tok_image_splus"], trained.encode(good)["image_tokens"])
+        trained.encode_to_store(bad, out, batch_size=32)
+    assert not out.parent.exists() or list(out.parent.iterdir()) == []
+    good = trained.encode_to_store(test_cube[0], tmp_path / "good.tokens.parquet", batch_size=10)
+    ids, cols = read_token_store(good)
+    np.testing.assert_array_equal(ids, np.arange(1000, 1024))
+    np.testing.assert_array_equal(cols["tok_image_splus"], trained.encode(test_cube[0])["image_tokens"])
+
+
+def test_iter_token_batches_streams_grid_tokens(trained, test_cube):
+    path, _ = test_cube
+    batches = list(trained.iter_token_batches(path, batch_size=10))
+    assert [len(ids) for ids, _ in batches] == [10, 10, 4]
+    assert all(set(cols) == {"tok_image_splus"} for _, cols in batches)
+    tokens = np.concatenate([cols["tok_image_splus"] for _, cols in batches])
+    assert tokens.dtype == np.uint16 and tokens.shape == (24, 8, 8)
+    np.testing.assert_array_equal(tokens, trained.encode(path)["image_tokens"])
+    generic = super(ImageTokenizer, trained).encode(path)  # the base's dict, from the batches
+    np.testing.assert_array_equal(generic["tok_image_splus"], tokens)
+    np.testing.assert_array_equal(generic["ids"], np.arange(1000, 1024))
 
 
 def test_token_store_round_trip(trained, test_cube, tmp_path):
@@ -335,11 +342,9 @@ def test_checkpoint_resume_matches_an_unbroken_run(tmp_path, tiny, cube):
     straight = ImageTokenizer(**kw).train(path, epochs=2, progress=False)
     ck = tmp_path / "ck"
     ImageTokenizer(**kw).train(path, epochs=1, checkpoint_dir=ck, progress=False)
-    from safetensors import safe_open
-
-    with safe_open(str(ck / "image_autoencoder_checkpoint.safetensors"), "numpy") as fh:
-        assert fh.metadata()["epoch"] == "1"
-        assert any(k.startswith("optim.") and k.endswith("exp_avg") for k in fh.keys())
+    arrays, meta = load_safetensors(ck / "image_autoencoder_checkpoint.safetensors")
+    assert meta["epoch"] == "1"
+    assert any(k.startswith("optim.") and k.endswith("exp_avg") for k in arrays)
     resumed = ImageTokenizer(**kw).train(path, epochs=2, checkpoint_dir=ck, resume=True, progress=False)
     assert resumed.history == pytest.approx(straight.history, rel=1e-5)
     for (k, v), (k2, v2) in zip(straight._weights_numpy().items(), resumed._weights_numpy().items()):

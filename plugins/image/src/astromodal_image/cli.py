@@ -16,7 +16,7 @@ def _csv(value: str | None) -> list[str] | None:
 @click.command("image-train")
 @click.argument("parquet_files", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--out", default="image_tokenizer_config.npz", show_default=True,
-              help="Tokenizer config (.npz); weights go to a .safetensors beside it.")
+              help="Tokenizer file (.npz); weights and codebook go to .safetensors companions beside it.")
 @click.option("--pt", "pt_path", default=None, help="Also write the weights as a .pt state dict.")
 @click.option("--config", "config_path", default=None,
               help="config.yaml whose tokenizers.image section sets the tokenizer.")
@@ -85,12 +85,15 @@ def image_train(
     tok.save(out)
     if pt_path:
         tok.save(pt_path)
+    from astromodal_core.serialize import load_npz
+
+    refs = load_npz(out)[0].get("__companions__", {})
     summary = {
         "config": str(Path(out)),
-        "weights": str(Path(out).with_suffix(".safetensors")),
+        "companions": [str(Path(out).with_name(refs[p]["file"])) for p in sorted(refs)],
         "pt": pt_path,
         "fingerprint": tok.fingerprint,
-        "token_key": tok.token_key,
+        "token_key": tok.key_name,
         "grid": list(tok.grid_shape),
         "codebook_size": tok.codebook_size,
         "loss_history": tok.history,
@@ -100,8 +103,8 @@ def image_train(
         return
     click.echo(f"trained {tok!r}")
     click.echo(f"  loss per epoch: {', '.join(f'{h:.4f}' for h in tok.history)}")
-    click.echo(f"  token key {tok.token_key}: grid {tok.grid_shape[0]}x{tok.grid_shape[1]}, "
+    click.echo(f"  token key {tok.key_name}: grid {tok.grid_shape[0]}x{tok.grid_shape[1]}, "
                f"vocab {tok.codebook_size + 1} (mask {tok.mask_token})")
-    click.echo(f"  wrote {summary['config']} and {summary['weights']}"
+    click.echo(f"  wrote {summary['config']} and {', '.join(summary['companions'])}"
                + (f" and {pt_path}" if pt_path else ""))
     click.echo(f"  fingerprint {summary['fingerprint']}")

@@ -60,12 +60,12 @@ class ImageCodec(Codec):
         tokens, _ = self.tokenizer.encode_array(
             self._tokenizer_flux(modality), source=type(modality).__name__
         )
-        return {self.tokenizer.token_key: tokens}
+        return {self.tokenizer.key_name: tokens}
 
     def decode(self, tokens: Tokens, **metadata: Any) -> ImageCutout:
         """An ImageCutout (flux in input units) for ``bands=`` (default: all the tokenizer's)."""
         self.check_fitted()
-        key = self.tokenizer.token_key
+        key = self.tokenizer.key_name
         if key not in tokens:
             raise DataError(f"ImageCodec.decode needs token key {key!r}; got {sorted(tokens)}")
         bands = list(metadata.get("bands") or self.tokenizer.bands)
@@ -79,7 +79,7 @@ class ImageCodec(Codec):
         """True for cutouts of this token key whose bands this tokenizer knows."""
         return (
             isinstance(modality, ImageCutout)
-            and modality.token_key == self.tokenizer.token_key
+            and modality.token_key == self.tokenizer.key_name
             and set(modality.bands) <= set(self.tokenizer.bands)
         )
 
@@ -102,6 +102,11 @@ class ImageCodec(Codec):
     @property
     def is_fitted(self) -> bool:
         return self.tokenizer.is_fitted
+
+    @property
+    def fingerprint(self) -> str:
+        """The tokenizer's fingerprint (its settings, scales, weights and codebook)."""
+        return self.tokenizer.fingerprint
 
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         return self.tokenizer._state()

@@ -3,8 +3,10 @@
 Layout: one column per band named ``<prefix><band>`` (default prefix ``splus_cut_``, so
 ``splus_cut_R``), of type ``fixed_size_list<float32>[cutout_size**2]`` (a plain
 ``list<float32>`` is accepted too), holding the cutout row-major. A row without that band holds
-a null (or an empty list); NaN pixels are missing pixels. ±inf, a wrong length or a non-numeric
-column is a :class:`DataError` naming the file, the column and the row id.
+a null (or an empty list); NaN pixels are missing pixels, and so are blank values: finite pixels
+with ``|x| >= BLANK_LIMIT`` (FITS fill values such as -1e30), which are read as NaN. ±inf, a
+wrong length or a non-numeric column is a :class:`DataError` naming the file, the column and the
+row id.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from astromodal_core.io import id_column, iter_batches
 from astromodal_core.serialize import atomic_path
 
 DEFAULT_PREFIX = "splus_cut_"
+#: finite pixels at least this large in magnitude are blank (fill) values: read as missing
+BLANK_LIMIT = 1e20
 PathLike = str | os.PathLike[str]
 T = TypeVar("T")
 
@@ -31,6 +35,27 @@ T = TypeVar("T")
 def band_column(band: str, prefix: str = DEFAULT_PREFIX) -> str:
     """The datacube column holding ``band``'s cutouts."""
     return f"{prefix}{band}"
+
+
+def blank_to_nan(values: np.ndarray) -> np.ndarray:
+    """``values`` as float32, with blank values (finite, ``|x| >= BLANK_LIMIT``) as NaN.
+
+    ±inf stay, for the caller to report; the input is never modified.
+    """
+    a = np.asarray(values)
+    if a.dtype.kind == "f" and a.dtype.itemsize > 4:  # blank before the cast turns them into inf
+        with np.errstate(invalid="ignore"):
+            huge = np.isfinite(a) & (np.abs(a) >= BLANK_LIMIT)
+        if huge.any():
+            a = np.where(huge, np.nan, a)
+    out = a.astype(np.float32, copy=False)
+    with np.errstate(invalid="ignore"):
+        big = np.abs(out) >= BLANK_LIMIT  # False at NaN
+    if big.any():
+        blank = big & np.isfinite(out)
+        if blank.any():
+            out = np.where(blank, np.float32(np.nan), out)
+    return out
 
 
 def _is_number(t: pa.DataType) -> bool:
@@ -79,11 +104,12 @@ def band_planes(
                 [raw[offsets[i] : offsets[i] + npix] for i in np.flatnonzero(present)]
                 or [np.empty(0, dtype=raw.dtype)]
             )
+    values = blank_to_nan(values)
     if present is None:
-        planes = values.astype(np.float32, copy=False).reshape(n, cutout_size, cutout_size)
+        planes = values.reshape(n, cutout_size, cutout_size)
     else:
         planes = np.full((n, cutout_size, cutout_size), np.nan, dtype=np.float32)
-        planes[present] = values.astype(np.float32, copy=False).reshape(-1, cutout_size, cutout_size)
+        planes[present] = values.reshape(-1, cutout_size, cutout_size)
     if not pa.types.is_floating(t.value_type):
         return planes
     if not np.isinf(planes).any():

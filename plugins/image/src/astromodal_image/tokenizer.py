@@ -8,9 +8,17 @@ Seed API (astromodal tokenizers, ImageTokenizer section)::
     tokenizer.save("image_tokenizer_config.npz")
     tokenizer = ImageTokenizer.load("image_tokenizer_config.npz", device="cuda")  # on the class
 
-Missing data: NaN pixels and absent bands are masked (zero input, excluded from the loss); a
-row with no valid pixel at all encodes to the mask token ``codebook_size`` on every grid cell
-and NaN latents. torch is imported only when a method needs it.
+Saving follows :class:`astromodal_core.Tokenizer`: the ``.npz`` holds the settings, the loss
+history and the per-band scales; the autoencoder weights and the codebook are safetensors
+companions beside it (``<stem>.weights.<fp>.safetensors``, ``<stem>.codebook.<fp>.safetensors``),
+written with the ``.npz`` as one atomic unit. ``save("x.pt")`` writes a tensors-only torch state
+dict instead (read back with ``torch.load(..., weights_only=True)``).
+
+Missing data: NaN pixels, blank values (``|x| >= 1e20``) and absent bands are masked (zero
+input, excluded from the loss); a row with no valid pixel at all encodes to the mask token
+``codebook_size`` on every grid cell and NaN latents. A cutout with data never yields a
+non-finite latent: that would be a :class:`DataError` naming the file, row id and columns.
+torch is imported only when a method needs it.
 """
 
 from __future__ import annotations
@@ -18,24 +26,17 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from astromodal_core import CodecFormatError, ConfigError, DataError, NotFittedError, TokenKey
+from astromodal_core import CodecFormatError, DataError, NotFittedError, TokenKey
 from astromodal_core.sampling import BottomK, hash_keys
-from astromodal_core.serialize import (
-    atomic_path,
-    fingerprint,
-    load_npz,
-    load_safetensors,
-    save_npz,
-    save_safetensors,
-)
+from astromodal_core.serialize import atomic_path
+from astromodal_core.tokenizer import Tokenizer, as_file_list
 
-from .kmeans import kmeans
 from .modality import (
     DEFAULT_CHANNELS,
     DEFAULT_CODEBOOK_SIZE,
@@ -45,12 +46,16 @@ from .modality import (
     SPLUS_TOKEN_KEY,
     image_token_key,
 )
-from .storage import DEFAULT_PREFIX, band_column, iter_cutouts, prefetched
+from .storage import DEFAULT_PREFIX, band_column, blank_to_nan, iter_cutouts, prefetched
 
 KIND = "image_tokenizer"
 PT_CONFIG_KEY = "astromodal_config"
 _EXTRA_PT_KEYS = ("codebook", "band_offset", "band_scale", PT_CONFIG_KEY)
 _ARCH_FIELDS = ("cutout_size", "bands", "latent_dim", "codebook_size", "channels")
+#: settings that are runtime choices, not part of the saved state
+_RUNTIME = ("device",)
+#: rows per record batch of :meth:`ImageTokenizer.iter_token_batches` by default
+ENCODE_BATCH = 256
 PathLike = str | os.PathLike[str]
 
 
@@ -78,16 +83,20 @@ class _HybridLoad:
         return obj._load_into
 
 
-class ImageTokenizer:
+class ImageTokenizer(Tokenizer):
     """Multi-band cutouts -> (H', W') grid of codebook tokens, through a conv autoencoder.
 
     ``cutout_size`` must be divisible by ``2 ** len(channels)`` (the downsampling factor);
     the token grid is ``cutout_size // 2 ** len(channels)`` on a side. Cutouts are read from
     ``<column_prefix><band>`` columns (see :mod:`astromodal_image.storage`). Training keeps a
     bottom-k reservoir of ``max_cutouts`` rows (about 2 x 0.44 MB each at 96x96x12, so the
-    default 1000 holds ~1 GB); the k-means sees at most ``max_codebook_vectors`` latent cells.
+    default 1000 holds ~1 GB); the k-means (the core's exact k-means) sees at most
+    ``max_codebook_vectors`` latent cells. ``token_key`` names the grid token key written
+    (the attribute :attr:`key_name`; ``token_key(name)`` is the base's key lookup).
     """
 
+    name = "image"
+    kind = KIND
     load = _HybridLoad()
 
     def __init__(
@@ -110,12 +119,14 @@ class ImageTokenizer:
         lr: float = 2e-3,
         device: str | None = None,
     ):
+        if isinstance(bands, str) or isinstance(channels, (str, int)):
+            raise ValueError("ImageTokenizer: bands and channels must be lists")
         self.cutout_size = int(cutout_size)
         self.bands = [str(b) for b in bands]
         self.latent_dim = int(latent_dim)
         self.codebook_size = int(codebook_size)
         self.channels = [int(c) for c in channels]
-        self.token_key = str(token_key)
+        self.key_name = str(token_key)
         self.column_prefix = str(column_prefix)
         self.id_col = str(id_col)
         self.rng_seed = int(rng_seed)
@@ -133,7 +144,7 @@ class ImageTokenizer:
         self.history: list[float] = []
         self._model: Any = None
         self._has_weights = False
-        image_token_key(self.token_key, codebook_size=self.codebook_size, grid=self.grid_shape)
+        image_token_key(self.key_name, codebook_size=self.codebook_size, grid=self.grid_shape)
 
     def _validate(self) -> None:
         if not self.bands:
@@ -142,9 +153,12 @@ class ImageTokenizer:
             raise ValueError(f"ImageTokenizer: duplicate bands in {self.bands}")
         if not self.channels:
             raise ValueError("ImageTokenizer: channels needs at least one stage")
-        for name in ("cutout_size", "latent_dim", "codebook_size", "max_cutouts", "epochs", "batch_size"):
+        for name in ("cutout_size", "latent_dim", "codebook_size", "max_cutouts", "epochs",
+                     "batch_size", "kmeans_iter", "max_codebook_vectors"):
             if getattr(self, name) < 1:
                 raise ValueError(f"ImageTokenizer: {name} must be >= 1, got {getattr(self, name)}")
+        if any(c < 1 for c in self.channels):
+            raise ValueError(f"ImageTokenizer: channels must be >= 1, got {self.channels}")
         if self.codebook_size > 65535:
             raise ValueError(f"ImageTokenizer: codebook_size {self.codebook_size} > 65535 does not fit uint16")
         if self.cutout_size % self.downsample:
@@ -152,21 +166,8 @@ class ImageTokenizer:
                 f"ImageTokenizer: cutout_size {self.cutout_size} is not divisible by the "
                 f"downsampling factor {self.downsample} (2 ** {len(self.channels)} stages)"
             )
-
-    # construction ----------------------------------------------------------------------------
-    @classmethod
-    def from_config(cls, section: Mapping[str, Any]) -> ImageTokenizer:
-        """A tokenizer from the ``tokenizers.image`` section of config.yaml."""
-        import inspect
-
-        allowed = set(inspect.signature(cls.__init__).parameters) - {"self"}
-        items = section.to_dict() if hasattr(section, "to_dict") else dict(section)
-        for key in items:
-            if key not in allowed:
-                raise ConfigError(
-                    f"tokenizers.image: unknown key {key!r}; allowed: {sorted(allowed)}"
-                )
-        return cls(**items)
+        if not np.isfinite(self.lr) or self.lr <= 0:
+            raise ValueError(f"ImageTokenizer: lr must be a positive number, got {self.lr}")
 
     # properties ------------------------------------------------------------------------------
     @property
@@ -192,8 +193,8 @@ class ImageTokenizer:
 
     @property
     def token_keys(self) -> tuple[TokenKey, ...]:
-        """The one grid token key this tokenizer writes."""
-        return (image_token_key(self.token_key, codebook_size=self.codebook_size, grid=self.grid_shape),)
+        """The one grid token key this tokenizer writes (``codebook_size + 1`` ids)."""
+        return (image_token_key(self.key_name, codebook_size=self.codebook_size, grid=self.grid_shape),)
 
     @property
     def is_fitted(self) -> bool:
@@ -230,36 +231,17 @@ class ImageTokenizer:
             "channels": list(self.channels),
         }
 
+    def settings(self) -> dict[str, Any]:
+        """The constructor settings of this instance (``token_key`` is :attr:`key_name`)."""
+        out = {}
+        for k in self.config_options():
+            value = self.key_name if k == "token_key" else getattr(self, k)
+            out[k] = list(value) if isinstance(value, (list, tuple)) else value
+        return out
+
     def get_config(self) -> dict[str, Any]:
-        """Every constructor argument (JSON-able)."""
-        return {
-            **self.architecture(),
-            "token_key": self.token_key,
-            "column_prefix": self.column_prefix,
-            "id_col": self.id_col,
-            "rng_seed": self.rng_seed,
-            "max_cutouts": self.max_cutouts,
-            "max_codebook_vectors": self.max_codebook_vectors,
-            "kmeans_iter": self.kmeans_iter,
-            "epochs": self.epochs,
-            "batch_size": self.batch_size,
-            "lr": self.lr,
-        }
-
-    def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        self.check_fitted()
-        config = {**self.architecture(), "token_key": self.token_key}
-        arrays = {f"model.{k}": v for k, v in self._weights_numpy().items()}
-        arrays["codebook"] = self.codebook
-        arrays["band_offset"] = self.band_offset
-        arrays["band_scale"] = self.band_scale
-        return config, arrays
-
-    @property
-    def fingerprint(self) -> str:
-        """A hash of the architecture, weights, scales and codebook."""
-        config, arrays = self._state()
-        return fingerprint(config, arrays)
+        """The saved settings: every constructor argument but the runtime ``device``."""
+        return {k: v for k, v in self.settings().items() if k not in _RUNTIME}
 
     def __repr__(self) -> str:
         state = "fitted" if self.is_fitted else "not fitted"
@@ -284,12 +266,16 @@ class ImageTokenizer:
         return self._model
 
     def _weights_numpy(self) -> dict[str, np.ndarray]:
-        return {k: v.detach().cpu().numpy() for k, v in self._ensure_model().state_dict().items()}
+        return {k: np.ascontiguousarray(v.detach().cpu().numpy())
+                for k, v in self._ensure_model().state_dict().items()}
 
     # sampling and training -------------------------------------------------------------------
+    def _reservoir(self) -> BottomK:
+        return BottomK(self.max_cutouts, width=len(self.bands) * self.cutout_size**2, dtype=np.float32)
+
     def sample_file(self, path: PathLike) -> BottomK:
         """A bottom-k reservoir of one file's cutouts with any valid pixel (mergeable)."""
-        res = BottomK(self.max_cutouts, width=len(self.bands) * self.cutout_size**2, dtype=np.float32)
+        res = self._reservoir()
         for ids, flux in iter_cutouts(
             path, self.bands, self.cutout_size, batch_size=256, id_col=self.id_col,
             prefix=self.column_prefix,
@@ -301,17 +287,29 @@ class ImageTokenizer:
         return res
 
     def fit_from_samples(self, states: Iterable[BottomK], **train_kwargs: Any) -> ImageTokenizer:
-        """Merge per-file reservoirs from :meth:`sample_file` and fit on the result."""
-        merged = BottomK(self.max_cutouts, width=len(self.bands) * self.cutout_size**2, dtype=np.float32)
-        for s in states:
-            merged.merge(s)
-        sample = merged.sample()
-        flux = sample.reshape(len(sample), len(self.bands), self.cutout_size, self.cutout_size)
-        return self.fit_arrays(flux, **train_kwargs)
+        """Merge per-file reservoirs from :meth:`sample_file` (any order) and fit on the result.
+
+        ``train_kwargs`` are those of :meth:`fit_arrays` (epochs, device, progress, ...).
+        """
+        merged: BottomK | None = None
+        for state in states:
+            merged = state if merged is None else self.merge_samples(merged, state)
+        self._fit(merged if merged is not None else self._reservoir(), **train_kwargs)
+        return self
+
+    def _fit(self, sample: BottomK, **train_kwargs: Any) -> None:
+        rows = sample.sample()
+        if len(rows) == 0:
+            raise DataError(
+                f"{train_kwargs.get('source', 'training sample')}: no cutout with a valid pixel in "
+                f"columns {self.band_columns}; nothing to train on"
+            )
+        flux = rows.reshape(len(rows), len(self.bands), self.cutout_size, self.cutout_size)
+        self.fit_arrays(flux, **train_kwargs)
 
     def train(
         self,
-        parquet_files: PathLike | Sequence[PathLike],
+        sources: PathLike | Sequence[PathLike],
         *,
         epochs: int | None = None,
         batch_size: int | None = None,
@@ -319,21 +317,16 @@ class ImageTokenizer:
         device: str | None = None,
         checkpoint_dir: PathLike | None = None,
         resume: bool = False,
-        progress: bool = True,
+        progress: bool = False,
     ) -> ImageTokenizer:
-        """Train the autoencoder and the codebook on cutouts sampled from parquet datacubes."""
-        files = [parquet_files] if isinstance(parquet_files, (str, os.PathLike)) else list(parquet_files)
-        if not files:
-            raise DataError("ImageTokenizer.train: no parquet files given")
-        states = [self.sample_file(f) for f in files]
-        if sum(len(s) for s in states) == 0:
-            raise DataError(
-                f"{', '.join(str(f) for f in files)}: no cutout with a valid pixel in columns "
-                f"{self.band_columns}; nothing to train on"
-            )
+        """Train the autoencoder and the codebook on cutouts sampled from parquet datacubes.
+
+        Memory holds one merged reservoir and one file's reservoir at a time.
+        """
+        files = as_file_list(sources)
         return self.fit_from_samples(
-            states, epochs=epochs, batch_size=batch_size, lr=lr, device=device,
-            checkpoint_dir=checkpoint_dir, resume=resume, progress=progress,
+            (self.sample_file(f) for f in files), epochs=epochs, batch_size=batch_size, lr=lr,
+            device=device, checkpoint_dir=checkpoint_dir, resume=resume, progress=progress,
             source=", ".join(str(f) for f in files),
         )
 
@@ -408,26 +401,34 @@ class ImageTokenizer:
                 "ImageTokenizer.fit_codebook needs autoencoder weights and per-band scales "
                 f"first (missing: {', '.join(self.missing_state())})"
             )
-        files = [parquet_files] if isinstance(parquet_files, (str, os.PathLike)) else list(parquet_files)
-        merged = BottomK(self.max_cutouts, width=len(self.bands) * self.cutout_size**2, dtype=np.float32)
+        files = as_file_list(parquet_files)
+        merged = self._reservoir()
         for f in files:
             merged.merge(self.sample_file(f))
         sample = merged.sample()
+        source = ", ".join(str(f) for f in files)
+        if len(sample) == 0:
+            raise DataError(f"{source}: no cutout with a valid pixel in columns {self.band_columns}")
         flux = sample.reshape(len(sample), len(self.bands), self.cutout_size, self.cutout_size)
         x, valid = self._preprocess_cpu(flux)
         with torch.inference_mode():
             latents = self._latents_of(x, valid, resolve_device(device or self.device))
-        self._fit_codebook_from_latents(latents, ", ".join(str(f) for f in files))
+        self._fit_codebook_from_latents(latents, source)
         return self
 
     def _check_flux(self, flux: np.ndarray, source: str) -> np.ndarray:
-        flux = np.asarray(flux, dtype=np.float32)
+        """float32 cutouts with blank values as NaN; ±inf is a DataError naming row and column."""
+        flux = blank_to_nan(flux)
         want = (len(self.bands), self.cutout_size, self.cutout_size)
         if flux.ndim != 4 or flux.shape[1:] != want:
             raise DataError(f"{source}: cutouts have shape {flux.shape[1:]}, expected {want} (bands, H, W)")
-        if np.isinf(flux).any():
-            row = int(np.flatnonzero(np.isinf(flux).any(axis=(1, 2, 3)))[0])
-            raise DataError(f"{source}: row {row} holds infinite pixels; use NaN for missing pixels")
+        inf = np.isinf(flux).any(axis=(2, 3))
+        if inf.any():
+            row, band = (int(v[0]) for v in np.nonzero(inf))
+            raise DataError(
+                f"{source}: row {row}, column {self.band_columns[band]!r}: cutout holds infinite "
+                f"pixels ({int(inf.any(1).sum())} such rows); use NaN for missing pixels"
+            )
         return flux
 
     def _fit_scales(self, flux: np.ndarray, source: str) -> None:
@@ -446,8 +447,10 @@ class ImageTokenizer:
                 pix = pix[:: pix.size // 4_000_000 + 1]
             med = float(np.median(pix))
             mad = 1.4826 * float(np.median(np.abs(pix - med)))
-            if not mad > 0:
-                mad = float(np.std(pix)) or 1.0
+            if not np.float32(mad) > 0:
+                mad = float(np.std(pix))
+            if not np.float32(mad) > 0 or not np.isfinite(np.float32(1.0) / np.float32(mad)):
+                mad = 1.0  # a constant band: any positive scale works
             offset[j], scale[j] = med, mad
         self.band_offset, self.band_scale = offset, scale
 
@@ -485,6 +488,9 @@ class ImageTokenizer:
         return np.concatenate(out) if out else np.empty((0, self.latent_dim, *self.grid_shape), np.float32)
 
     def _fit_codebook_from_latents(self, latents: np.ndarray, source: str) -> None:
+        """The codebook: the core's exact k-means (deterministic for ``rng_seed``)."""
+        from astromodal_core.kmeans import fit_kmeans
+
         vecs = latents.transpose(0, 2, 3, 1).reshape(-1, self.latent_dim)
         vecs = vecs[np.isfinite(vecs).all(1)]
         if len(vecs) > self.max_codebook_vectors:
@@ -495,7 +501,16 @@ class ImageTokenizer:
                 f"{source}: {len(vecs)} latent vectors for a codebook of {self.codebook_size}; "
                 "add cutouts (max_cutouts) or lower codebook_size"
             )
-        self.codebook = kmeans(vecs, self.codebook_size, n_iter=self.kmeans_iter, seed=self.rng_seed)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"k-means .*distinct training vectors")
+            codebook = fit_kmeans(vecs, self.codebook_size, seed=self.rng_seed, n_iter=self.kmeans_iter,
+                                  max_points_per_centroid=None, name=self.key_name)
+        if len(codebook) < self.codebook_size:
+            raise DataError(
+                f"{source}: only {len(codebook)} distinct latent vectors for a codebook of "
+                f"{self.codebook_size}; add varied cutouts (max_cutouts) or lower codebook_size"
+            )
+        self.codebook = np.ascontiguousarray(codebook, dtype=np.float32)
 
     # encoding --------------------------------------------------------------------------------
     def _quantize(self, z: Any) -> Any:
@@ -522,20 +537,79 @@ class ImageTokenizer:
         """Tokens (n, H', W') uint16 and latents (n, D, H', W') float32 of in-memory cutouts."""
         self.check_fitted()
         flux = self._check_flux(flux, source)
-        dev = resolve_device(device or self.device)
         n = len(flux)
         tokens = np.empty((n, *self.grid_shape), dtype=np.uint16)
         latents = np.empty((n, self.latent_dim, *self.grid_shape), dtype=np.float32)
-        runner = _EncodeRunner(self, dev)
-        for s in range(0, n, batch_size):
-            runner.submit(flux[s : s + batch_size], tokens, latents, s)
-        runner.finish(tokens, latents)
+        rows = np.arange(n, dtype=np.int64)
+        batches = ((rows[s : s + batch_size], flux[s : s + batch_size]) for s in range(0, n, batch_size))
+        for ids, tok, lat in self._run(batches, device=device, source=source, latents=True, label="row"):
+            tokens[ids] = tok
+            latents[ids] = lat
         return tokens, latents
+
+    def _run(
+        self, batches: Iterable[tuple[np.ndarray, np.ndarray]], *, device: str | None, source: str,
+        latents: bool, label: str = "row id",
+    ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
+        """Encode ``(ids, flux)`` batches in order: ``(ids, tokens uint16, latents or None)``."""
+        self.check_fitted()
+        runner = _EncodeRunner(self, resolve_device(device or self.device), source=source,
+                               latents=latents, label=label)
+        try:
+            for ids, flux in batches:
+                yield from runner.submit(ids, flux)
+            yield from runner.finish()
+        finally:
+            runner.close()
+
+    def _file_batches(
+        self, path: PathLike, *, batch_size: int, id_col: str, device: str | None,
+        prefetch: bool | None, latents: bool, progress: bool,
+    ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
+        from tqdm.auto import tqdm
+
+        from astromodal_core.io import num_rows
+
+        self.check_fitted()
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        dev = resolve_device(device or self.device)
+        prefetch = dev.type == "cuda" if prefetch is None else prefetch
+        batches: Iterator[tuple[np.ndarray, np.ndarray]] = iter_cutouts(
+            path, self.bands, self.cutout_size, batch_size=int(batch_size), id_col=id_col,
+            prefix=self.column_prefix, buffers=3 if prefetch else 1,
+        )
+        if prefetch:
+            batches = prefetched(batches)
+        try:
+            with tqdm(total=num_rows(path), desc="image encode", unit="cutout", disable=not progress) as bar:
+                for out in self._run(batches, device=str(dev), source=str(path), latents=latents):
+                    bar.update(len(out[0]))
+                    yield out
+        finally:
+            close = getattr(batches, "close", None)
+            if close is not None:
+                close()
+
+    def iter_token_batches(
+        self, path: PathLike, *, batch_size: int | None = None, progress: bool = False,
+        device: str | None = None, prefetch: bool | None = None,
+    ) -> Iterator[tuple[np.ndarray, dict[str, Any]]]:
+        """Yield ``(ids, {token key: (n, H', W') uint16})`` per record batch of ``path``, in order.
+
+        Memory is bounded by ``batch_size`` (default 256) rows; ``prefetch`` (default: on CUDA)
+        reads the next batch in a background thread while this one runs on the device.
+        """
+        for ids, tokens, _ in self._file_batches(
+            path, batch_size=int(batch_size or ENCODE_BATCH), id_col=self.id_col, device=device,
+            prefetch=prefetch, latents=False, progress=progress,
+        ):
+            yield ids, {self.key_name: tokens}
 
     def encode(
         self,
         path: PathLike,
-        batch_size: int = 32,
+        batch_size: int | None = 32,
         *,
         id_col: str | None = None,
         device: str | None = None,
@@ -548,41 +622,33 @@ class ImageTokenizer:
         background thread while this one runs (default: on CUDA only; on a small CPU the
         encoder already uses every core).
         """
-        from tqdm.auto import tqdm
-
         from astromodal_core.io import num_rows
 
         self.check_fitted()
         id_col = id_col or self.id_col
-        dev = resolve_device(device or self.device)
         n = num_rows(path)
         tokens = np.empty((n, *self.grid_shape), dtype=np.uint16)
         latents = np.empty((n, self.latent_dim, *self.grid_shape), dtype=np.float32)
         ids = np.empty(n, dtype=np.int64)
-        runner = _EncodeRunner(self, dev)
-        prefetch = dev.type == "cuda" if prefetch is None else prefetch
         start = 0
-        batches = iter_cutouts(
-            path, self.bands, self.cutout_size, batch_size=batch_size, id_col=id_col,
-            prefix=self.column_prefix, buffers=3 if prefetch else 1,
-        )
-        if prefetch:
-            batches = prefetched(batches)
-        with tqdm(total=n, desc="image encode", unit="cutout", disable=not progress) as bar:
-            for batch_ids, flux in batches:
-                m = len(batch_ids)
-                ids[start : start + m] = batch_ids
-                runner.submit(flux, tokens, latents, start)
-                start += m
-                bar.update(m)
-            runner.finish(tokens, latents)
+        for batch_ids, tok, lat in self._file_batches(
+            path, batch_size=int(batch_size or 32), id_col=id_col, device=device, prefetch=prefetch,
+            latents=True, progress=progress,
+        ):
+            m = len(batch_ids)
+            if start + m > n:
+                raise DataError(f"{path}: footer says {n} rows but more were read")
+            ids[start : start + m] = batch_ids
+            tokens[start : start + m] = tok
+            latents[start : start + m] = lat
+            start += m
         if start != n:
             raise DataError(f"{path}: footer says {n} rows but {start} were read")
         return {"image_tokens": tokens, "image_latents": latents, "ids": ids, "id_col": id_col}
 
     def to_token_columns(self, result: Mapping[str, Any]) -> dict[str, np.ndarray]:
         """The seed dict as token-store columns: ``{token_key: (n, H', W') uint16}``."""
-        return {self.token_key: np.asarray(result["image_tokens"], dtype=np.uint16)}
+        return {self.key_name: np.asarray(result["image_tokens"], dtype=np.uint16)}
 
     # decoding --------------------------------------------------------------------------------
     def decode(
@@ -602,12 +668,12 @@ class ImageTokenizer:
         tokens = np.asarray(tokens)
         if tokens.ndim != 3 or tokens.shape[1:] != self.grid_shape:
             raise DataError(
-                f"{self.token_key}: tokens have shape {tokens.shape}, expected (n, {self.grid_shape[0]}, "
+                f"{self.key_name}: tokens have shape {tokens.shape}, expected (n, {self.grid_shape[0]}, "
                 f"{self.grid_shape[1]})"
             )
         if tokens.size and (tokens.min() < 0 or tokens.max() > self.mask_token):
             raise DataError(
-                f"{self.token_key}: tokens outside [0, {self.mask_token}] "
+                f"{self.key_name}: tokens outside [0, {self.mask_token}] "
                 f"(min {tokens.min()}, max {tokens.max()})"
             )
         idx = self._band_indices(bands)
@@ -656,93 +722,185 @@ class ImageTokenizer:
         self.check_fitted()
         return [ImageCodec.from_tokenizer(self)]
 
+    # state (the base's save / load / fingerprint) --------------------------------------------
+    def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        self.check_fitted()
+        config = {**self.get_config(), "history": [float(h) for h in self.history]}
+        return config, {"band_offset": self.band_offset, "band_scale": self.band_scale}
+
+    def _companions(self) -> dict[str, tuple[dict[str, np.ndarray], dict[str, Any]]]:
+        return {
+            "weights": (self._weights_numpy(), {"architecture": self.architecture()}),
+            "codebook": ({"codebook": self.codebook}, {}),
+        }
+
+    @classmethod
+    def _from_state(cls, config: dict[str, Any], arrays: dict[str, np.ndarray],
+                    companions: dict[str, dict[str, np.ndarray]], *, device: str | None = None,
+                    **overrides: Any) -> ImageTokenizer:
+        """A fitted tokenizer from saved state; every part is checked (``CodecFormatError``)."""
+        settings = dict(config)
+        if "weights_file" in settings:
+            raise CodecFormatError(
+                f"written by an earlier astromodal-image (weights in {settings['weights_file']!r}); "
+                "load that version's .pt file into ImageTokenizer(...) or retrain")
+        history = settings.pop("history", [])
+        if not isinstance(history, list) or not all(isinstance(h, (int, float)) for h in history):
+            raise CodecFormatError("image tokenizer state: 'history' is not a list of numbers")
+        unknown = sorted(set(settings) - set(cls.config_options()))
+        if unknown:
+            raise CodecFormatError(f"image tokenizer state: unknown settings {unknown}")
+        try:
+            tok = cls(**{**settings, **overrides})
+        except (TypeError, ValueError) as exc:
+            raise CodecFormatError(f"image tokenizer state: invalid settings ({exc})") from exc
+        for part in ("weights", "codebook"):
+            if part not in companions:
+                raise CodecFormatError(f"image tokenizer state: no {part!r} companion")
+        for name in ("band_offset", "band_scale"):
+            if name not in arrays:
+                raise CodecFormatError(f"image tokenizer state: no {name!r} array")
+        if "codebook" not in companions["codebook"]:
+            raise CodecFormatError("image tokenizer state: the codebook companion holds no 'codebook' tensor")
+        where = "image tokenizer state"
+        model = tok._checked_model(companions["weights"], where)
+        codebook = tok._checked_codebook(companions["codebook"]["codebook"], where)
+        offset, scale = tok._checked_scales(arrays["band_offset"], arrays["band_scale"], where)
+        tok._model, tok._has_weights = model, True
+        tok.codebook, tok.band_offset, tok.band_scale = codebook, offset, scale
+        tok.history = [float(h) for h in history]
+        tok.device = str(resolve_device(device))
+        return tok
+
+    def _checked_codebook(self, cb: Any, where: str) -> np.ndarray:
+        cb = np.asarray(cb)
+        want = (self.codebook_size, self.latent_dim)
+        if cb.shape != want:
+            raise CodecFormatError(
+                f"{where}: codebook has shape {cb.shape}, expected {want} for "
+                f"codebook_size={self.codebook_size}, latent_dim={self.latent_dim}"
+            )
+        if cb.dtype.kind != "f":
+            raise CodecFormatError(f"{where}: codebook has dtype {cb.dtype}, expected floats")
+        if not np.isfinite(cb).all():
+            raise CodecFormatError(f"{where}: codebook holds NaN or infinite values")
+        return np.ascontiguousarray(cb, dtype=np.float32)
+
+    def _checked_scales(self, offset: Any, scale: Any, where: str) -> tuple[np.ndarray, np.ndarray]:
+        offset, scale = np.asarray(offset), np.asarray(scale)
+        nb = len(self.bands)
+        for name, a in (("band_offset", offset), ("band_scale", scale)):
+            if a.shape != (nb,):
+                raise CodecFormatError(
+                    f"{where}: {name} has shape {a.shape}, expected ({nb},) for bands {self.bands}")
+            if a.dtype.kind != "f" or not np.isfinite(a).all():
+                raise CodecFormatError(f"{where}: {name} holds NaN, infinite or non-float values")
+        scale32 = scale.astype(np.float32)
+        if not (scale32 > 0).all() or not np.isfinite(np.float32(1.0) / scale32).all():
+            raise CodecFormatError(f"{where}: band_scale must be positive, got {scale.tolist()}")
+        return offset.astype(np.float32), scale32
+
+    def _checked_model(self, weights: Mapping[str, Any], where: str) -> Any:
+        """A new model holding ``weights``, checked against this architecture (names, shapes,
+        finite values)."""
+        import torch
+
+        model = self._new_model()
+        expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        got = {k: tuple(np.shape(v)) for k, v in weights.items()}
+        missing = sorted(set(expected) - set(got))
+        unexpected = sorted(set(got) - set(expected))
+        wrong = sorted(k for k in set(expected) & set(got) if expected[k] != got[k])
+        if missing or unexpected or wrong:
+            lines = [f"  missing: {k} {expected[k]}" for k in missing]
+            lines += [f"  unexpected: {k} {got[k]}" for k in unexpected]
+            lines += [f"  shape: {k} file {got[k]} vs model {expected[k]}" for k in wrong]
+            hint = ""
+            first = "encoder.0.weight"
+            if first in got and first in expected and got[first][1:2] != expected[first][1:2]:
+                hint = (f"; the weights take {got[first][1]} input bands, this tokenizer has "
+                        f"{len(self.bands)} bands {self.bands}")
+            raise CodecFormatError(
+                f"{where}: weights do not fit this architecture ({self.architecture()}){hint}; "
+                f"mismatched tensors:\n" + "\n".join(lines)
+            )
+        arrays = {k: np.asarray(v) for k, v in weights.items()}
+        for k, a in arrays.items():
+            if a.dtype.kind != "f" or not np.isfinite(a).all():
+                raise CodecFormatError(f"{where}: weight tensor {k!r} holds NaN, infinite or non-float values")
+        model.load_state_dict({k: torch.from_numpy(np.array(a, dtype=np.float32)) for k, a in arrays.items()})
+        return model.eval()
+
     # saving and loading ----------------------------------------------------------------------
-    def save(self, path: PathLike) -> None:
-        """``*.npz``: config + scales, with weights and codebook in a ``.safetensors`` beside it.
+    def save(self, path: PathLike) -> Path:
+        """``*.npz``: the base's save (settings, history and band scales in the ``.npz``;
+        weights and codebook in safetensors companions; one atomic unit, byte-reproducible).
 
         ``*.pt``: one torch state dict of tensors only (weights, ``codebook``, ``band_offset``,
-        ``band_scale`` and the architecture as JSON bytes in ``astromodal_config``), loadable
+        ``band_scale`` and the settings as JSON bytes in ``astromodal_config``), loadable
         with ``torch.load(..., weights_only=True)`` and by :meth:`load` on an instance.
         """
         path = Path(path)
         if path.suffix == ".pt":
             self._save_pt(path)
-            return
+            return path
         if path.suffix != ".npz":
-            raise ValueError(f"{path}: save to a .npz (config) or a .pt (weights) file")
-        self.check_fitted()
-        weights = path.with_suffix(".safetensors")
-        arrays = {f"model.{k}": v for k, v in self._weights_numpy().items()}
-        arrays["codebook"] = self.codebook
-        wfp = save_safetensors(weights, arrays, {"architecture": self.architecture()})
-        config = {
-            "tokenizer": "image",
-            "class": "ImageTokenizer",
-            **self.get_config(),
-            "weights_file": weights.name,
-            "weights_fingerprint": wfp,
-            "history": list(self.history),
-        }
-        save_npz(path, config, {"band_offset": self.band_offset, "band_scale": self.band_scale}, kind=KIND)
+            raise ValueError(f"{path}: save to a .npz (tokenizer) or a .pt (torch state dict) file")
+        return super().save(path)
 
     def _save_pt(self, path: Path) -> None:
         import torch
 
-        sd = {k: v.detach().cpu().clone() for k, v in self._ensure_model().state_dict().items()}
         if not self._has_weights:
             raise NotFittedError("ImageTokenizer has no autoencoder weights to save")
+        sd = {k: torch.from_numpy(v.copy()) for k, v in self._weights_numpy().items()}
         if self.codebook is not None:
             sd["codebook"] = torch.from_numpy(self.codebook.copy())
         if self.band_offset is not None and self.band_scale is not None:
             sd["band_offset"] = torch.from_numpy(self.band_offset.copy())
             sd["band_scale"] = torch.from_numpy(self.band_scale.copy())
-        raw = json.dumps({**self.architecture(), "format_version": 1}).encode()
+        record = {**self.get_config(), "history": [float(h) for h in self.history], "format_version": 1}
+        raw = json.dumps(record, sort_keys=True).encode()
         sd[PT_CONFIG_KEY] = torch.frombuffer(bytearray(raw), dtype=torch.uint8).clone()
-        with atomic_path(path, suffix=".pt") as tmp:
-            torch.save(sd, tmp)
+        with atomic_path(path, suffix=".pt") as tmp, open(tmp, "wb") as fh:
+            torch.save(sd, fh)  # through a file object: the archive name, so the bytes, are fixed
 
     @classmethod
     def _load_new(cls, path: PathLike, device: str | None = None, **overrides: Any) -> ImageTokenizer:
-        """Read a tokenizer written by :meth:`save` (.npz, or a .pt that records its architecture)."""
+        """Read a tokenizer written by :meth:`save` (.npz, or a .pt that records its settings)."""
         path = Path(path)
         if path.suffix == ".pt":
             sd = _read_pt(path)
-            arch = _pt_config(sd, path)
-            if arch is None:
+            record = _pt_config(sd, path)
+            if record is None:
                 raise CodecFormatError(
                     f"{path}: holds bare weights without an {PT_CONFIG_KEY!r} record; construct "
                     "ImageTokenizer(cutout_size=..., bands=[...], ...) and call .load(path) on it"
                 )
-            arch.pop("format_version", None)
-            tok = cls(**{**arch, **overrides})
-            tok._apply_pt(sd, path)
-        else:
-            config, arrays, _ = load_npz(path, kind=KIND)
-            if config.get("tokenizer") != "image":
-                raise CodecFormatError(f"{path}: not an image tokenizer file")
-            init = {k: v for k, v in config.items() if k not in
-                    ("tokenizer", "class", "weights_file", "weights_fingerprint", "history")}
+            settings = {k: v for k, v in record.items() if k in cls.config_options() and k not in _RUNTIME}
             try:
-                tok = cls(**{**init, **overrides})
-            except TypeError as exc:
-                raise CodecFormatError(f"{path}: unreadable image tokenizer config ({exc})") from exc
-            weights, _ = load_safetensors(
-                path.parent / config["weights_file"], expected_fingerprint=config["weights_fingerprint"]
-            )
-            tok._set_weights({k[6:]: v for k, v in weights.items() if k.startswith("model.")}, path)
-            tok.codebook = np.asarray(weights["codebook"], dtype=np.float32)
-            tok.band_offset = np.asarray(arrays["band_offset"], dtype=np.float32)
-            tok.band_scale = np.asarray(arrays["band_scale"], dtype=np.float32)
-            tok.history = [float(h) for h in config.get("history", [])]
-        tok.device = str(resolve_device(device))
-        return tok
+                tok = cls(**{**settings, **overrides})
+            except (TypeError, ValueError) as exc:
+                raise CodecFormatError(f"{path}: invalid settings in {PT_CONFIG_KEY!r} ({exc})") from exc
+            tok._apply_pt(sd, path)
+            tok.device = str(resolve_device(device))
+            return tok
+        try:
+            return super().load(path, device=device, **overrides)
+        except CodecFormatError as exc:
+            if str(path) in str(exc):
+                raise
+            raise CodecFormatError(f"{path}: {exc}") from exc
 
     def _load_into(self, path: PathLike, device: str | None = None) -> ImageTokenizer:
-        """Load a ``.pt`` state dict (or a saved ``.npz``) into this tokenizer; return it."""
+        """Load a ``.pt`` state dict (or a saved ``.npz``) into this tokenizer; return it.
+
+        The file's architecture must be this tokenizer's: only the fitted state (weights,
+        codebook, band scales, loss history) is taken from it, the settings stay this
+        instance's. On any error this tokenizer is left unchanged.
+        """
         path = Path(path)
         if path.suffix != ".pt":
-            # The file's architecture must be this tokenizer's: only the fitted state (weights,
-            # codebook, band scales, history) is taken from it; the settings stay this instance's.
             other = type(self)._load_new(path, device=device or self.device)
             self._check_architecture(other.architecture(), path)
             self._model, self._has_weights = other._model, other._has_weights
@@ -775,133 +933,155 @@ class ImageTokenizer:
         )
 
     def _apply_pt(self, sd: dict[str, Any], path: Path) -> None:
-        arch = _pt_config(sd, path)
-        if arch is not None:
-            arch.pop("format_version", None)
-            self._check_architecture(arch, path)
+        """Take the fitted state of a torch state dict; everything is checked before any of it
+        replaces this tokenizer's state."""
+        record = _pt_config(sd, path)
+        if record is not None:
+            self._check_architecture({k: record[k] for k in _ARCH_FIELDS if k in record}, path)
+        where = str(path)
         weights = {k: v.numpy() for k, v in sd.items() if k not in _EXTRA_PT_KEYS}
-        self._set_weights(weights, path)
+        model = self._checked_model(weights, where)
         cb = sd.get("codebook")
-        if cb is not None:
-            if tuple(cb.shape) != (self.codebook_size, self.latent_dim):
-                raise CodecFormatError(
-                    f"{path}: codebook has shape {tuple(cb.shape)}, expected "
-                    f"({self.codebook_size}, {self.latent_dim}) for codebook_size={self.codebook_size}, "
-                    f"latent_dim={self.latent_dim}"
-                )
-            self.codebook = cb.numpy().astype(np.float32)
-        else:
-            self.codebook = None
+        codebook = None if cb is None else self._checked_codebook(cb.numpy(), where)
         if "band_scale" in sd and "band_offset" in sd:
-            off, sc = sd["band_offset"].numpy(), sd["band_scale"].numpy()
-            if off.shape != (len(self.bands),) or sc.shape != (len(self.bands),):
-                raise CodecFormatError(
-                    f"{path}: band scales hold {sc.shape[0]} bands, this tokenizer has {len(self.bands)}"
-                )
-            self.band_offset, self.band_scale = off.astype(np.float32), sc.astype(np.float32)
+            offset, scale = self._checked_scales(sd["band_offset"].numpy(), sd["band_scale"].numpy(), where)
         else:
-            self.band_offset = self.band_scale = None
-
-    def _set_weights(self, weights: Mapping[str, np.ndarray], path: Path) -> None:
-        import torch
-
-        model = self._new_model()
-        expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-        got = {k: tuple(np.shape(v)) for k, v in weights.items()}
-        missing = sorted(set(expected) - set(got))
-        unexpected = sorted(set(got) - set(expected))
-        wrong = sorted(k for k in set(expected) & set(got) if expected[k] != got[k])
-        if missing or unexpected or wrong:
-            lines = [f"  missing: {k} {expected[k]}" for k in missing]
-            lines += [f"  unexpected: {k} {got[k]}" for k in unexpected]
-            lines += [f"  shape: {k} file {got[k]} vs model {expected[k]}" for k in wrong]
-            hint = ""
-            first = "encoder.0.weight"
-            if first in got and first in expected and got[first][1:2] != expected[first][1:2]:
-                hint = (f"; the weights take {got[first][1]} input bands, this tokenizer has "
-                        f"{len(self.bands)} bands {self.bands}")
-            raise CodecFormatError(
-                f"{path}: weights do not fit this architecture ({self.architecture()}){hint}; "
-                f"mismatched tensors:\n" + "\n".join(lines)
-            )
-        model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in weights.items()})
-        self._model = model.eval()
-        self._has_weights = True
+            offset = scale = None
+        history = (record or {}).get("history", [])
+        self._model, self._has_weights = model, True
+        self.codebook, self.band_offset, self.band_scale = codebook, offset, scale
+        self.history = [float(h) for h in history] if isinstance(history, list) else []
 
 
 class _EncodeRunner:
-    """Runs the encoder on batches; on CUDA with pinned memory, non-blocking copies, bf16 and
-    results copied back while the host reads the next batch. On CPU, batches run in chunks of
-    ``CPU_CHUNK`` rows so the activations stay small."""
+    """Runs the encoder on ``(ids, flux)`` batches and hands back ``(ids, tokens, latents)``.
+
+    On CUDA: pinned memory, non-blocking copies, bf16, and one batch in flight: a batch's
+    results come back after the next batch is launched, so the device works while the host
+    reads. On CPU: batches run in chunks of ``CPU_CHUNK`` rows so the activations stay small.
+    A row with data whose latents are not finite is a :class:`DataError` naming the row and
+    the columns (never a token from NaN latents).
+    """
 
     CPU_CHUNK = 64
 
-    def __init__(self, tok: ImageTokenizer, device: Any):
+    def __init__(self, tok: ImageTokenizer, device: Any, *, source: str, latents: bool = True,
+                 label: str = "row id"):
         import torch
 
         self.torch = torch
         self.tok = tok
         self.device = device
+        self.source = source
+        self.latents = latents
+        self.label = label
         self.cuda = device.type == "cuda"
         self.model = tok._ensure_model().to(device).eval()
         if not self.cuda:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.off, self.sc = tok._scales_torch(device)
         self.buf: np.ndarray | None = None
-        self.pending: list[tuple[Any, Any, Any, int]] = []
+        self.pending: list[tuple[Any, ...]] = []
 
-    def submit(self, flux: np.ndarray, tokens: np.ndarray, latents: np.ndarray, start: int) -> None:
-        """Encode one batch into ``tokens[start:]`` / ``latents[start:]`` (on CUDA, later)."""
-        step = len(flux) if self.cuda else self.CPU_CHUNK
-        for s in range(0, len(flux), step):
-            self._submit(flux[s : s + step], tokens, latents, start + s)
+    def submit(self, ids: np.ndarray, flux: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
+        """Start encoding one batch; return the batches finished by now, in order."""
+        if self.cuda:
+            launched = self._launch_cuda(ids, flux)
+            done = self._drain()
+            self.pending.append(launched)
+            return done
+        n = len(flux)
+        grid = self.tok.grid_shape
+        tokens = np.empty((n, *grid), dtype=np.uint16)
+        latents = np.empty((n, self.tok.latent_dim, *grid), dtype=np.float32)
+        for s in range(0, n, self.CPU_CHUNK):
+            self._run_cpu(ids[s : s + self.CPU_CHUNK], flux[s : s + self.CPU_CHUNK],
+                          tokens[s : s + self.CPU_CHUNK], latents[s : s + self.CPU_CHUNK])
+        return [(ids, tokens, latents if self.latents else None)]
 
-    def _submit(self, flux: np.ndarray, tokens: np.ndarray, latents: np.ndarray, start: int) -> None:
+    def _finish_rows(self, z: Any, empty: Any) -> tuple[Any, Any, Any]:
+        """Tokens (mask token on empty rows), latents (NaN there) and the rows with data whose
+        latents are not finite."""
+        torch = self.torch
+        z = z.float()
+        bad = ~torch.isfinite(z).flatten(1).all(1) & ~empty
+        tok = self.tok._quantize(z)
+        tok[empty] = self.tok.mask_token
+        z[empty] = float("nan")
+        return tok.to(torch.int32), z, bad
+
+    def _run_cpu(self, ids: np.ndarray, flux: np.ndarray, tokens: np.ndarray, latents: np.ndarray) -> None:
         torch = self.torch
         from .kernels import asinh_compress
+
+        with torch.inference_mode():
+            xnp, n_valid = asinh_compress(flux, self.tok.band_offset, self.tok.band_scale, self.buf)
+            self.buf = xnp if self.buf is None or len(xnp) > len(self.buf) else self.buf
+            x = torch.from_numpy(xnp).permute(0, 3, 1, 2)  # channels-last memory
+            empty = torch.from_numpy(n_valid == 0)
+            z = self.model.encoder(x)
+            tok, z, bad = self._finish_rows(z, empty)
+            if bool(bad.any()):
+                band_bad = ~np.isfinite(xnp).all(axis=(1, 2))
+                self._raise(ids, bad.numpy(), band_bad)
+            tokens[:] = tok.numpy()
+            latents[:] = z.numpy()
+
+    def _launch_cuda(self, ids: np.ndarray, flux: np.ndarray) -> tuple[Any, ...]:
+        torch = self.torch
         from .network import preprocess
 
-        n = len(flux)
         with torch.inference_mode():
-            if self.cuda:
-                x = torch.from_numpy(flux).pin_memory().to(self.device, non_blocking=True)
-                x, valid = preprocess(x, self.off, self.sc)
-                empty = ~valid.flatten(1).any(1)
-            else:
-                xnp, n_valid = asinh_compress(flux, self.tok.band_offset, self.tok.band_scale, self.buf)
-                self.buf = xnp if self.buf is None or len(xnp) > len(self.buf) else self.buf
-                x = torch.from_numpy(xnp).permute(0, 3, 1, 2)  # channels-last memory
-                empty = torch.from_numpy(n_valid == 0)
-            with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.cuda):
+            f = torch.from_numpy(flux).pin_memory().to(self.device, non_blocking=True)
+            x, valid = preprocess(f, self.off, self.sc)
+            # where (flux - offset) / scale overflowed float32, asinh is log(2|y|) with sign
+            big = torch.isinf(x)
+            y = (f - self.off.view(1, -1, 1, 1)).abs().log() - self.sc.log().view(1, -1, 1, 1)
+            x = torch.where(big, torch.sign(x) * (y + float(np.log(2.0))), x)
+            band_bad = ~torch.isfinite(x).flatten(2).all(2)
+            empty = ~valid.flatten(1).any(1)
+            with torch.autocast(device_type="cuda", dtype=torch.bfloat16):
                 z = self.model.encoder(x)
-            z = z.float()
-            tok = self.tok._quantize(z)
-            tok[empty] = self.tok.mask_token
-            z[empty] = float("nan")
-            tok = tok.to(torch.int32)
-            if self.cuda:
+            tok, z, bad = self._finish_rows(z, empty)
+            host = [torch.empty(t.shape, dtype=t.dtype, pin_memory=True) for t in (tok, bad, band_bad)]
+            for h, t in zip(host, (tok, bad, band_bad)):
+                h.copy_(t, non_blocking=True)
+            zh = None
+            if self.latents:
                 zh = torch.empty(z.shape, dtype=z.dtype, pin_memory=True)
-                th = torch.empty(tok.shape, dtype=tok.dtype, pin_memory=True)
                 zh.copy_(z, non_blocking=True)
-                th.copy_(tok, non_blocking=True)
-                event = torch.cuda.Event()
-                event.record()
-                self._drain(tokens, latents)
-                self.pending.append((event, th, zh, start))
-            else:
-                tokens[start : start + n] = tok.numpy()
-                latents[start : start + n] = z.numpy()
+            event = torch.cuda.Event()
+            event.record()
+        return event, ids, host[0], zh, host[1], host[2]
 
-    def _drain(self, tokens: np.ndarray, latents: np.ndarray) -> None:
-        for event, th, zh, start in self.pending:
+    def _drain(self) -> list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
+        out = []
+        for event, ids, th, zh, bad, band_bad in self.pending:
             event.synchronize()
-            n = th.shape[0]
-            tokens[start : start + n] = th.numpy()
-            latents[start : start + n] = zh.numpy()
+            if bool(bad.any()):
+                self.pending.clear()
+                self._raise(ids, bad.numpy(), band_bad.numpy())
+            out.append((ids, th.numpy().astype(np.uint16), None if zh is None else zh.numpy().copy()))
         self.pending.clear()
+        return out
 
-    def finish(self, tokens: np.ndarray, latents: np.ndarray) -> None:
-        self._drain(tokens, latents)
+    def _raise(self, ids: np.ndarray, bad: np.ndarray, band_bad: np.ndarray) -> None:
+        rows = np.flatnonzero(bad)
+        i = int(rows[0])
+        cols = [c for c, b in zip(self.tok.band_columns, band_bad[i]) if b] or self.tok.band_columns
+        raise DataError(
+            f"{self.source}: {self.label} {int(ids[i])}, columns {cols}: the encoder gives non-finite "
+            f"latents for this cutout ({len(rows)} such rows in the batch); pixels out of range "
+            "for the band scales"
+        )
+
+    def finish(self) -> list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
+        """The batches still in flight, in order."""
+        return self._drain()
+
+    def close(self) -> None:
+        """Give the tokenizer back its model on the CPU, in the default memory format."""
+        self.pending.clear()
         self.tok._model = self.model.to("cpu", memory_format=self.torch.contiguous_format)
 
 
@@ -936,12 +1116,19 @@ def _pt_config(sd: Mapping[str, Any], path: Path) -> dict[str, Any] | None:
     if raw is None:
         return None
     try:
-        arch = json.loads(bytes(raw.numpy().astype(np.uint8)).decode())
+        record = json.loads(bytes(raw.numpy().astype(np.uint8)).decode())
     except (ValueError, UnicodeDecodeError) as exc:
         raise CodecFormatError(f"{path}: unreadable {PT_CONFIG_KEY!r} record ({exc})") from exc
-    if int(arch.get("format_version", 1)) > 1:
+    if not isinstance(record, dict):
+        raise CodecFormatError(f"{path}: the {PT_CONFIG_KEY!r} record is not a JSON object")
+    try:
+        version = int(record.get("format_version", 1))
+    except (TypeError, ValueError):
+        raise CodecFormatError(f"{path}: format_version {record.get('format_version')!r} is not an integer") from None
+    if version > 1:
         raise CodecFormatError(
-            f"{path}: format_version {arch['format_version']} is newer than this astromodal-image "
+            f"{path}: format_version {version} is newer than this astromodal-image "
             "reads (1); upgrade astromodal-image"
         )
-    return arch
+    record.pop("format_version", None)
+    return record
