@@ -127,6 +127,12 @@ def atomic_path(path: str | os.PathLike[str], suffix: str = "") -> Iterator[Path
             _fsync_file(tmp_path)
         os.replace(tmp_path, path)
         fsync_dir(path.parent)
+    except OSError as exc:
+        # a full disk / file size limit fails a write with no file name (numpy, pyarrow):
+        # name the file being written, not its temporary name
+        if exc.errno is not None and exc.filename in (None, str(tmp_path)):
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+        raise
     finally:
         if tmp_path.exists():
             tmp_path.unlink()

@@ -107,7 +107,11 @@ class TokenStoreWriter:
     def __enter__(self) -> TokenStoreWriter:
         self._atomic = atomic_path(self.path, suffix=".parquet")
         tmp = self._atomic.__enter__()
-        self._writer = pq.ParquetWriter(tmp, self.schema)
+        try:
+            self._writer = pq.ParquetWriter(tmp, self.schema)  # writes the header already
+        except BaseException as err:
+            self._atomic.__exit__(type(err), err, err.__traceback__)  # drops the temp file
+            raise
         return self
 
     def write(self, ids: np.ndarray, columns: Mapping[str, np.ndarray | Ragged]) -> None:
@@ -128,8 +132,16 @@ class TokenStoreWriter:
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         assert self._writer is not None and self._atomic is not None
-        self._writer.close()
-        self._atomic.__exit__(exc_type, exc, tb)
+        close_error = None
+        try:
+            self._writer.close()
+        except BaseException as err:  # a full disk fails the footer: still drop the temp file
+            close_error = err
+        if exc is None and close_error is not None:
+            exc_type, exc, tb = type(close_error), close_error, close_error.__traceback__
+        self._atomic.__exit__(exc_type, exc, tb)  # raises its own error, or returns False
+        if close_error is not None and exc is close_error:
+            raise close_error
 
 
 def write_token_store(
