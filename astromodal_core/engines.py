@@ -55,11 +55,18 @@ class Engine(abc.ABC):
         self.close()
 
 
-def _init_worker(path: list[str]) -> None:
-    """Give a fresh worker process the parent's import path (plugins on sys.path)."""
+def _init_worker(path: list[str], plugins: dict[str, str]) -> None:
+    """Give a fresh worker process the parent's import path and the module plugins the parent
+    registered in-process (tests, notebooks), so its registry is the parent's."""
+    import importlib
     import sys
 
     sys.path[:] = path
+    if plugins:
+        from .registry import register_plugin
+
+        for name, module in plugins.items():
+            register_plugin(importlib.import_module(module), name)
 
 
 class LocalEngine(Engine):
@@ -85,10 +92,12 @@ class LocalEngine(Engine):
             import sys
             from concurrent.futures import ProcessPoolExecutor
 
+            from .registry import inprocess_plugins
+
             method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
             self._pool = ProcessPoolExecutor(
                 max_workers=self.workers, mp_context=mp.get_context(method),
-                initializer=_init_worker, initargs=(list(sys.path),))
+                initializer=_init_worker, initargs=(list(sys.path), inprocess_plugins()))
         return self._pool
 
     def imap_unordered(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> Iterator[tuple[int, Any]]:

@@ -22,6 +22,7 @@ import importlib.metadata
 import os
 import re
 import sys
+import types
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -53,6 +54,7 @@ COMMANDS_HOOK = "astromodal_register_commands"
 _pm: pluggy.PluginManager | None = None
 _broken: dict[str, PluginLoadError] = {}
 _versions: dict[str, str] = {}
+_inprocess: dict[str, str] = {}  # plugin name -> module name, for local worker processes
 _unmatched: list[str] = []
 _added_hooks: dict[str, str] = {}  # hook name -> the plugin that added its spec
 _generation = 0
@@ -290,6 +292,8 @@ def register_plugin(plugin: object, name: str) -> None:
     """
     pm = get_plugin_manager()
     _broken.pop(name, None)
+    if isinstance(plugin, types.ModuleType):
+        _inprocess[name] = plugin.__name__
     try:
         pm.register(plugin, name=name)
     except pluggy.PluginValidationError as exc:
@@ -307,11 +311,19 @@ def register_plugin(plugin: object, name: str) -> None:
         raise PluginLoadError(name, _unknown_message(pm, unknown))
 
 
+def inprocess_plugins() -> dict[str, str]:
+    """``{name: module}`` of the module plugins registered in this process by
+    :func:`register_plugin`, so a local worker process can register the same ones."""
+    pm = get_plugin_manager()
+    return {n: m for n, m in _inprocess.items() if pm.has_plugin(n)}
+
+
 def unregister(name: str) -> None:
     """Remove a plugin registered by :func:`register_plugin`; resets the registry."""
     pm = get_plugin_manager()
     if pm.has_plugin(name):
         pm.unregister(name=name)
+    _inprocess.pop(name, None)
     _versions.pop(name, None)
     _broken.pop(name, None)
     _bump()

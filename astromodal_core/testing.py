@@ -199,13 +199,19 @@ class TokenizerChecks:
         return TokenizerCheckError(f"{self.name} fails {check}: {message}")
 
 
-def _tokens_equal(a: list[tuple[np.ndarray, dict[str, Any]]], b: list[tuple[np.ndarray, dict[str, Any]]]) -> bool:
-    if len(a) != len(b):
-        return False
-    for (ia, ca), (ib, cb) in zip(a, b):
-        if not np.array_equal(ia, ib) or not _same(ca, cb):
-            return False
-    return True
+def _joined(tok: Any, batches: list[tuple[np.ndarray, dict[str, Any]]]) -> tuple[np.ndarray, dict[str, Any]]:
+    from .store import concat_columns
+
+    keys = {k.name: k for k in tok.token_keys}
+    ids = np.concatenate([np.asarray(i, dtype=np.int64) for i, _ in batches]) if batches else np.empty(0, np.int64)
+    return ids, {k: concat_columns(keys[k], [c[k] for _, c in batches]) for k in keys if all(k in c for _, c in batches)}
+
+
+def _tokens_equal(tok: Any, a: list[tuple[np.ndarray, dict[str, Any]]],
+                  b: list[tuple[np.ndarray, dict[str, Any]]]) -> bool:
+    """The same rows and tokens, whatever the batch boundaries (batch_size is not state)."""
+    (ia, ca), (ib, cb) = _joined(tok, a), _joined(tok, b)
+    return np.array_equal(ia, ib) and _same(ca, cb)
 
 
 def check_unfitted_raises(c: TokenizerChecks) -> None:
@@ -351,7 +357,7 @@ def check_deterministic(c: TokenizerChecks) -> None:
     a, b = c.fitted(), c.make().train(c.train_files)
     if a.fingerprint != b.fingerprint:
         raise c.fail("check_deterministic", f"two trainings gave fingerprints {a.fingerprint} and {b.fingerprint}")
-    if not _tokens_equal(c.batches(a), c.batches(b)):
+    if not _tokens_equal(a, c.batches(a), c.batches(b)):
         raise c.fail("check_deterministic", "two trainings encode the same file differently")
 
 
@@ -364,7 +370,7 @@ def check_save_load(c: TokenizerChecks) -> None:
         loaded = type(tok).load(path)
         if loaded.fingerprint != tok.fingerprint:
             raise c.fail("check_save_load", f"fingerprint {tok.fingerprint} became {loaded.fingerprint} after load")
-        if not _tokens_equal(c.batches(tok), c.batches(loaded)):
+        if not _tokens_equal(tok, c.batches(tok), c.batches(loaded)):
             raise c.fail("check_save_load", "the loaded tokenizer encodes differently")
 
 

@@ -381,7 +381,12 @@ class Tokenizer(abc.ABC):
             companions[part], _ = load_safetensors(path.with_name(file), expected_fingerprint=fp)
         try:
             return cls._from_state(config, arrays, companions, **kwargs)
-        except (CodecFormatError, NotFittedError):
+        except CodecFormatError as exc:
+            msg = str(exc)
+            if str(path) in msg:
+                raise
+            raise CodecFormatError(f"{path}: {msg}") from exc
+        except NotFittedError:
             raise
         except (KeyError, ValueError, TypeError, IndexError) as exc:
             raise CodecFormatError(f"{path}: invalid {cls.__name__} state ({type(exc).__name__}: {exc})") from exc
