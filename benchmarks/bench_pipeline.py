@@ -94,9 +94,8 @@ def main() -> None:
         for name, sec, ratio in rows:
             print(f"{name:<58} {sec:8.2f} {total / sec:12,.0f} {ratio:11.2f}x")
 
-    from astromodal_core.sky import Sky
-
     try:
+        from astromodal_demo.sky import Sky
         from astromodal_image.demo import DEMO_COLUMNS as image
         from astromodal_spectra.demo import DEMO_COLUMNS as spectra
         from astromodal_splus.demo import DEMO_COLUMNS as splus

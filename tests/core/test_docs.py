@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import inspect
 import re
 import sys
@@ -14,11 +16,19 @@ from astromodal_core import hookspecs
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "plugin-authoring.md"
-HOOKS = [name for name, _ in inspect.getmembers(hookspecs, inspect.isfunction) if name.startswith("astromodal_")]
+# the core's hookspecs and those a plugin of this repository adds (astromodal_add_hookspecs)
+SPEC_MODULES = [hookspecs] + [
+    importlib.import_module(m) for m in ("astromodal_demo.hookspecs",) if importlib.util.find_spec(m.split(".")[0])
+]
+SPECS = {
+    name: fn for module in SPEC_MODULES
+    for name, fn in inspect.getmembers(module, inspect.isfunction) if name.startswith("astromodal_")
+}
+HOOKS = sorted(SPECS)
 
 
 def _signature(name: str) -> str:
-    params = inspect.signature(getattr(hookspecs, name)).parameters
+    params = inspect.signature(SPECS[name]).parameters
     return f"{name}({', '.join(params)})"
 
 

@@ -15,22 +15,20 @@ from astromodal_core.store import read_token_store, store_metadata
 
 
 @pytest.fixture
-def demo_columns_registered(survey_demo_columns):
-    """The survey plugins' demo columns through the hook (as their plugin.py will wire them)."""
-    from astromodal_core import get_registry
+def no_demo_tokenizer():
+    """An installed tokenizer whose plugin registers no demo columns: the demo skips it."""
 
-    have = {e.obj.name if hasattr(e.obj, "name") else e.plugin for e in get_registry().demo_columns}
-    missing = [c for c in survey_demo_columns if c.name not in have]
+    class NoDemoTokenizer:
+        pass
 
-    class Wiring:
+    class NoDemo:
         @hookimpl
-        def astromodal_register_demo_columns(self, register):
-            for c in missing:
-                register(c)
+        def astromodal_register_tokenizers(self, register):
+            register("nodemo", NoDemoTokenizer)
 
-    register_plugin(Wiring(), "demo-columns-test")
+    register_plugin(NoDemo(), "astromodal-nodemo-test")
     yield
-    unregister("demo-columns-test")
+    unregister("astromodal-nodemo-test")
 
 
 def _cli() -> click.Group:
@@ -44,7 +42,7 @@ def _cli() -> click.Group:
     return cli
 
 
-def test_demo_end_to_end(tmp_path, demo_columns_registered):
+def test_demo_end_to_end(tmp_path):
     out = tmp_path / "report"
     res = CliRunner().invoke(_cli(), ["demo", "--out", str(out), "--n", "160", "--files", "2",
                                       "--cutout-size", "16", "--steps", "6", "--workers", "1",
@@ -95,15 +93,94 @@ def test_demo_end_to_end(tmp_path, demo_columns_registered):
     assert "## Token usage" in report and "![redshift_prediction.png]" in report
 
 
-def test_demo_without_the_model(tmp_path, demo_columns_registered):
+def test_demo_without_the_model(tmp_path, no_demo_tokenizer):
     out = tmp_path / "report"
-    res = CliRunner().invoke(_cli(), ["demo", "--out", str(out), "--n", "80", "--files", "1",
-                                      "--cutout-size", "16", "--no-model", "--workers", "1",
-                                      "--quiet", "--json"], catch_exceptions=False)
+    with pytest.warns(RuntimeWarning, match="demo: skipping tokenizer 'nodemo' of plugin "
+                      "'astromodal-nodemo-test': that plugin registers no demo columns"):
+        res = CliRunner().invoke(_cli(), ["demo", "--out", str(out), "--n", "80", "--files", "1",
+                                          "--cutout-size", "16", "--no-model", "--workers", "1",
+                                          "--quiet", "--json"], catch_exceptions=False)
     assert res.exit_code == 0, res.output
-    summary = json.loads(res.output)
+    summary = json.loads(res.stdout)  # progress bars of other code may reach stderr
+    assert summary["skipped_tokenizers"] == ["nodemo"]
+    assert set(summary["tokenizers"]) == {"scalar", "spectrum", "image"}
     assert "skipped" in summary["model"] and "redshift_prediction.png" not in summary["plots"]
     assert (out / "report.md").is_file() and (out / "tokens.parquet").is_file()
+
+
+def test_hook_register_demo_columns():
+    from astromodal_demo.datacube import installed_contributions
+    from astromodal_demo.sky import DemoColumns
+
+    def make(sky):
+        """Zeros for every object."""
+        return {"zeros": np.zeros(len(sky))}
+
+    class Columns:
+        @hookimpl(optionalhook=True)
+        def astromodal_register_demo_columns(self, register):
+            register(make)
+
+    register_plugin(Columns(), "astromodal-columns-test")
+    try:
+        mine = [c for c in installed_contributions() if c.plugin == "astromodal-columns-test"]
+        assert mine == [DemoColumns("astromodal-columns-test", make, "Zeros for every object.",
+                                    "astromodal-columns-test")]
+        # the survey plugins wire the hook in their plugin.py
+        plugins = {c.plugin for c in installed_contributions()}
+        assert {"astromodal-splus", "astromodal-spectra", "astromodal-image"} <= plugins
+    finally:
+        unregister("astromodal-columns-test")
+
+
+def test_a_plugin_failing_in_the_demo_hook_is_broken_and_skipped():
+    from astromodal_demo.datacube import installed_contributions
+
+    from astromodal_core import get_registry
+
+    class Fails:
+        @hookimpl(optionalhook=True)
+        def astromodal_register_demo_columns(self, register):
+            raise ImportError("no module named 'fitsio'")
+
+    register_plugin(Fails(), "astromodal-fails-test")
+    try:
+        with pytest.warns(RuntimeWarning, match="'astromodal-fails-test' failed to load: "
+                          "astromodal_register_demo_columns raised ImportError"):
+            contributions = installed_contributions()
+        assert "astromodal-fails-test" not in {c.plugin for c in contributions}
+        assert "astromodal-splus" in {c.plugin for c in contributions}
+        assert get_registry().plugins["astromodal-fails-test"]["status"] == "broken"
+    finally:
+        unregister("astromodal-fails-test")
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--n", "-5"], ["'--n'", "-5 is not in the range x>=1"]),
+        (["--files", "0"], ["'--files'", "0 is not in the range x>=1"]),
+        (["--n", "3", "--files", "5"], ["'--files'", "5 files for 3 objects"]),
+        (["--workers", "0"], ["'--workers'", "0 is not in the range"]),
+        (["--out", "{file}"], ["'--out'", "{file}", "is a file"]),
+    ],
+    ids=["negative-n", "zero-files", "more-files-than-objects", "zero-workers", "out-is-a-file"],
+)
+def test_demo_refuses_bad_arguments_in_one_line(tmp_path, capsys, args, named):
+    from astromodal_core.cli import main
+
+    taken = tmp_path / "taken"
+    taken.write_text("x")
+    args = [a.replace("{file}", str(taken)) for a in args]
+    with pytest.raises(SystemExit) as info:
+        main(["demo", "--quiet", *args])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert info.value.code == 2 and "Traceback" not in err
+    assert len(lines) == 1 and lines[0].startswith("Error: "), err
+    for what in named:
+        assert what.replace("{file}", str(taken)) in lines[0]
+    assert not (tmp_path / "demo_output").exists()
 
 
 def test_model_evaluation_helpers(tmp_path):

@@ -87,7 +87,8 @@ def test_tutorial_plugin_installs_and_builds_a_model(installed_wise, tmp_path):
     assert reg.owner("tok_wise") == "astromodal-wise"
     tokenizer_cls = reg.tokenizer("wise")
     assert Path(sys.modules[tokenizer_cls.__module__].__file__).is_relative_to(installed_wise)
-    wise_demo = [e.obj for e in reg.demo_columns if e.plugin == "astromodal-wise"]
+    wise_demo = [e.obj for e in reg.collect("astromodal_register_demo_columns")
+                 if e.plugin == "astromodal-wise"]
     assert len(wise_demo) == 1
 
     cube = build_datacube(tmp_path / "cubes", n=240, seed=5, n_files=2, contributions=wise_demo,

@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pytest
-
-from astromodal_core.sky import (
+from astromodal_demo.sky import (
     C_AA_S,
     FLAM_UNIT,
     REFERENCE_WINDOW,
@@ -119,3 +118,14 @@ def test_demo_columns_accepts_bare_callables(sky):
     assert two(sky, {"k": 3})["y"][0] == 3
     with pytest.raises(TypeError, match="plugin-c"):
         DemoColumns.coerce(42, "plugin-c")
+    # who registered it is recorded, and kept once set
+    three = DemoColumns.coerce(DemoColumns("wise", lambda s: {}), "wise", "astromodal-wise")
+    assert three.plugin == "astromodal-wise"
+    assert DemoColumns.coerce(three, "x", "other").plugin == "astromodal-wise"
+
+
+def test_the_simulator_lives_in_the_demo_plugin():
+    import importlib.util
+
+    assert importlib.util.find_spec("astromodal_core.sky") is None
+    assert Sky.__module__ == "astromodal_demo.sky"
