@@ -1,4 +1,4 @@
-"""The image codebook is fitted by the core's exact k-means: deterministic, exact on clusters."""
+"""The image codebook is fitted by the core's k-means codebook block: deterministic, exact on clusters."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import pytest
 from astromodal_image.tokenizer import ImageTokenizer
 
 from astromodal_core import DataError
-from astromodal_core.kmeans import assign, fit_kmeans
+from astromodal_core.blocks import KMeansCodebook
+from astromodal_core.kmeans import assign
 
 
 def _latents(seed: int = 0) -> np.ndarray:
@@ -21,14 +22,14 @@ def _latents(seed: int = 0) -> np.ndarray:
     return z
 
 
-def test_codebook_is_the_core_kmeans_of_the_finite_latents(tiny):
+def test_codebook_is_the_core_codebook_of_the_finite_latents(tiny):
     z = _latents()
     tok = ImageTokenizer(**tiny(cutout_size=8, channels=(8, 8), codebook_size=4, kmeans_iter=7, rng_seed=3))
     tok._fit_codebook_from_latents(z, "latents")
     vecs = z.transpose(0, 2, 3, 1).reshape(-1, 2)
     vecs = vecs[np.isfinite(vecs).all(1)]
     assert len(vecs) == 156  # the empty row's 4 NaN cells are left out
-    want = fit_kmeans(vecs, 4, seed=3, n_iter=7, max_points_per_centroid=None)
+    want = KMeansCodebook(4, seed=3, n_iter=7, max_samples=200_000).fit(vecs).centroids
     np.testing.assert_array_equal(tok.codebook, want)
     assert tok.codebook.dtype == np.float32 and tok.codebook.flags.c_contiguous
     order = np.lexsort((np.round(tok.codebook[:, 1]), np.round(tok.codebook[:, 0])))

@@ -299,6 +299,29 @@ def test_bad_row_mid_file_leaves_no_token_store(trained, test_cube, tmp_path):
     np.testing.assert_array_equal(cols["tok_image_splus"], trained.encode(test_cube[0])["image_tokens"])
 
 
+def test_pipeline_trains_a_set_and_encodes_a_store(tmp_path, tiny, cube, test_cube):
+    """``tokenizers train`` / ``encode`` through the core pipeline: the image member is found by
+    its registered name, loads with its fingerprint and writes the tokens ``encode`` gives."""
+    from astromodal_core.engines import LocalEngine
+    from astromodal_core.pipeline import encode_files, train_tokenizers
+    from astromodal_core.store_dir import iter_store_files
+    from astromodal_core.tokenizer_set import TokenizerSet
+
+    data = tmp_path / "train.parquet"
+    cube(data, 48, seed=31)
+    kw = tiny(epochs=1, channels=[8, 16])
+    tset = train_tokenizers({"tokenizers": {"image": kw}}, [data], tmp_path / "tok",
+                            engine=LocalEngine(1), progress=False)
+    assert tset.names() == ["image"] and tset.owner("tok_image_splus") == "image"
+    tok = TokenizerSet.read(tmp_path / "tok").load("image")
+    assert isinstance(tok, ImageTokenizer) and tok.settings() == ImageTokenizer.from_config(kw).settings()
+    encode_files([test_cube[0]], tmp_path / "tok", tmp_path / "store", engine=LocalEngine(1), progress=False)
+    (part,) = list(iter_store_files(tmp_path / "store"))
+    ids, cols = read_token_store(part)
+    np.testing.assert_array_equal(ids, np.arange(1000, 1024))
+    np.testing.assert_array_equal(cols["tok_image_splus"], tok.encode(test_cube[0])["image_tokens"])
+
+
 def test_iter_token_batches_streams_grid_tokens(trained, test_cube):
     path, _ = test_cube
     batches = list(trained.iter_token_batches(path, batch_size=10))

@@ -340,7 +340,7 @@ class ImageTokenizer(Tokenizer):
         device: str | None = None,
         checkpoint_dir: PathLike | None = None,
         resume: bool = False,
-        progress: bool = True,
+        progress: bool = False,
         source: str = "training cutouts",
     ) -> ImageTokenizer:
         """Train on an in-memory float array (n, bands, H, W) with NaN = missing.
@@ -488,29 +488,28 @@ class ImageTokenizer(Tokenizer):
         return np.concatenate(out) if out else np.empty((0, self.latent_dim, *self.grid_shape), np.float32)
 
     def _fit_codebook_from_latents(self, latents: np.ndarray, source: str) -> None:
-        """The codebook: the core's exact k-means (deterministic for ``rng_seed``)."""
-        from astromodal_core.kmeans import fit_kmeans
+        """The codebook: the core's k-means codebook block (exact k-means, deterministic for
+        ``rng_seed``) on at most ``max_codebook_vectors`` finite latent cells."""
+        from astromodal_core.blocks import KMeansCodebook
 
         vecs = latents.transpose(0, 2, 3, 1).reshape(-1, self.latent_dim)
         vecs = vecs[np.isfinite(vecs).all(1)]
-        if len(vecs) > self.max_codebook_vectors:
-            rng = np.random.default_rng(self.rng_seed)
-            vecs = vecs[np.sort(rng.choice(len(vecs), self.max_codebook_vectors, replace=False))]
         if len(vecs) < self.codebook_size:
             raise DataError(
                 f"{source}: {len(vecs)} latent vectors for a codebook of {self.codebook_size}; "
                 "add cutouts (max_cutouts) or lower codebook_size"
             )
+        book = KMeansCodebook(self.codebook_size, seed=self.rng_seed, n_iter=self.kmeans_iter,
+                              max_samples=self.max_codebook_vectors, name=self.key_name)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r"k-means .*distinct training vectors")
-            codebook = fit_kmeans(vecs, self.codebook_size, seed=self.rng_seed, n_iter=self.kmeans_iter,
-                                  max_points_per_centroid=None, name=self.key_name)
-        if len(codebook) < self.codebook_size:
+            book.fit(vecs)
+        if book.n_codes < self.codebook_size:
             raise DataError(
-                f"{source}: only {len(codebook)} distinct latent vectors for a codebook of "
+                f"{source}: only {book.n_codes} distinct latent vectors for a codebook of "
                 f"{self.codebook_size}; add varied cutouts (max_cutouts) or lower codebook_size"
             )
-        self.codebook = np.ascontiguousarray(codebook, dtype=np.float32)
+        self.codebook = book.centroids
 
     # encoding --------------------------------------------------------------------------------
     def _quantize(self, z: Any) -> Any:
@@ -773,18 +772,16 @@ class ImageTokenizer(Tokenizer):
         return tok
 
     def _checked_codebook(self, cb: Any, where: str) -> np.ndarray:
-        cb = np.asarray(cb)
+        from astromodal_core.blocks import check_codebook
+
+        shape = np.shape(cb)
         want = (self.codebook_size, self.latent_dim)
-        if cb.shape != want:
+        if shape != want:
             raise CodecFormatError(
-                f"{where}: codebook has shape {cb.shape}, expected {want} for "
+                f"{where}: codebook has shape {shape}, expected {want} for "
                 f"codebook_size={self.codebook_size}, latent_dim={self.latent_dim}"
             )
-        if cb.dtype.kind != "f":
-            raise CodecFormatError(f"{where}: codebook has dtype {cb.dtype}, expected floats")
-        if not np.isfinite(cb).all():
-            raise CodecFormatError(f"{where}: codebook holds NaN or infinite values")
-        return np.ascontiguousarray(cb, dtype=np.float32)
+        return check_codebook(cb, size=self.codebook_size, dim=self.latent_dim, where=where)
 
     def _checked_scales(self, offset: Any, scale: Any, where: str) -> tuple[np.ndarray, np.ndarray]:
         offset, scale = np.asarray(offset), np.asarray(scale)
@@ -1029,15 +1026,10 @@ class _EncodeRunner:
 
     def _launch_cuda(self, ids: np.ndarray, flux: np.ndarray) -> tuple[Any, ...]:
         torch = self.torch
-        from .network import preprocess
 
         with torch.inference_mode():
             f = torch.from_numpy(flux).pin_memory().to(self.device, non_blocking=True)
-            x, valid = preprocess(f, self.off, self.sc)
-            # where (flux - offset) / scale overflowed float32, asinh is log(2|y|) with sign
-            big = torch.isinf(x)
-            y = (f - self.off.view(1, -1, 1, 1)).abs().log() - self.sc.log().view(1, -1, 1, 1)
-            x = torch.where(big, torch.sign(x) * (y + float(np.log(2.0))), x)
+            x, valid = compress_torch(f, self.off, self.sc)
             band_bad = ~torch.isfinite(x).flatten(2).all(2)
             empty = ~valid.flatten(1).any(1)
             with torch.autocast(device_type="cuda", dtype=torch.bfloat16):
@@ -1083,6 +1075,19 @@ class _EncodeRunner:
         """Give the tokenizer back its model on the CPU, in the default memory format."""
         self.pending.clear()
         self.tok._model = self.model.to("cpu", memory_format=self.torch.contiguous_format)
+
+
+def compress_torch(flux: Any, offset: Any, scale: Any) -> tuple[Any, Any]:
+    """:func:`~astromodal_image.network.preprocess` (the device path's range compression), finite
+    for every finite pixel: where ``(flux - offset) / scale`` overflows float32, the value is
+    ``sign * log(2 |flux - offset| / scale)`` (asinh's value there), computed without overflow."""
+    import torch
+
+    from .network import preprocess
+
+    x, valid = preprocess(flux, offset, scale)
+    y = (flux - offset.view(1, -1, 1, 1)).abs().log() - scale.log().view(1, -1, 1, 1)
+    return torch.where(torch.isinf(x), torch.sign(x) * (y + float(np.log(2.0))), x), valid
 
 
 def _read_pt(path: Path) -> dict[str, Any]:
