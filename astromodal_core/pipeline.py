@@ -165,7 +165,7 @@ def iter_encoded(path: PathLike, tset: TokenizerSet, *, batch_size: int | None =
     """Yield ``(ids, {token key: tokens})`` per record batch of ``path``, every tokenizer of the
     set reading the same rows; the tokenizers must agree on the row ids."""
     toks = tset.tokenizers()
-    size = int(batch_size or min(int(getattr(t, "batch_size", 65_536)) for t in toks.values()))
+    size = int(batch_size or min(int(t.encode_batch_size) for t in toks.values()))
     iters = {n: t.iter_token_batches(path, batch_size=size) for n, t in toks.items()}
     names = list(iters)
     while True:

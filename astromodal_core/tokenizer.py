@@ -120,8 +120,15 @@ class Tokenizer(abc.ABC):
     kind: ClassVar[str] = ""
     #: the id column read from datacubes (an instance attribute in most tokenizers)
     id_col: str = "id"
-    #: rows per record batch when encoding
+    #: rows per record batch when encoding (a subclass whose ``batch_size`` means something
+    #: else, e.g. a training mini-batch, overrides :attr:`encode_batch_size` instead)
     batch_size: int = 65_536
+
+    @property
+    def encode_batch_size(self) -> int:
+        """Rows per record batch when encoding; the pipeline reads a file in batches of the
+        smallest value among a set's tokenizers."""
+        return int(self.batch_size)
 
     # -- construction ------------------------------------------------------------------------
     @classmethod
@@ -261,7 +268,7 @@ class Tokenizer(abc.ABC):
         from .io import iter_batches, num_rows
 
         self.check_fitted()
-        size = int(batch_size or self.batch_size)
+        size = int(batch_size or self.encode_batch_size)
         total = -(-num_rows(path) // size)
         batches = iter_batches(path, self.input_columns(path), batch_size=size)
         for batch in tqdm(batches, total=total, desc=f"{self.name}: encoding", unit="batch",

@@ -590,6 +590,11 @@ class ImageTokenizer(Tokenizer):
             if close is not None:
                 close()
 
+    @property
+    def encode_batch_size(self) -> int:
+        """Cutouts per record batch when encoding (``batch_size`` is the training mini-batch)."""
+        return ENCODE_BATCH
+
     def iter_token_batches(
         self, path: PathLike, *, batch_size: int | None = None, progress: bool = False,
         device: str | None = None, prefetch: bool | None = None,
