@@ -27,7 +27,7 @@ def open_parquet(path: PathLike) -> pq.ParquetFile:
     try:
         # pre_buffer=False keeps memory bounded by the record batch, not the row group.
         return pq.ParquetFile(path, pre_buffer=False)
-    except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
+    except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:  # a damaged footer: any of them
         raise DataError(f"{path}: not a readable parquet file ({exc})") from exc
 
 
@@ -57,7 +57,7 @@ def iter_batches(
         raise DataError(f"{path}: the file has no rows")
     try:
         yield from pf.iter_batches(batch_size=batch_size, columns=list(columns))
-    except (pa.ArrowInvalid, OSError) as exc:
+    except (pa.ArrowException, OSError) as exc:
         raise DataError(f"{path}: corrupt parquet data ({exc})") from exc
 
 

@@ -195,6 +195,13 @@ def save_npz(
     return fp
 
 
+def _check_members(path: Path, members: Mapping[str, Any]) -> None:
+    """A zip member without the .npy header reads as bytes: refuse it."""
+    for name, value in members.items():
+        if not isinstance(value, np.ndarray):
+            raise CodecFormatError(f"{path}: member {name!r} is not a .npy array")
+
+
 def load_npz(
     path: str | os.PathLike[str], *, kind: str | None = None
 ) -> tuple[dict[str, Any], dict[str, np.ndarray], str]:
@@ -212,7 +219,9 @@ def load_npz(
                 raise CodecFormatError(
                     f"{path}: not an astromodal file (missing {', '.join(missing)})"
                 )
-            raw_version = npz["__format_version__"]
+            meta = {m: npz[m] for m in _META}
+            _check_members(path, meta)
+            raw_version = meta["__format_version__"]
             if raw_version.shape != () or not np.issubdtype(raw_version.dtype, np.integer):
                 raise CodecFormatError(f"{path}: format_version is not an integer")
             version = int(raw_version)
@@ -221,21 +230,25 @@ def load_npz(
                     f"{path}: format_version {version} is newer than this astromodal reads "
                     f"({FORMAT_VERSION}); upgrade astromodal"
                 )
-            file_kind = str(npz["__kind__"])
+            file_kind = str(meta["__kind__"])
             if kind is not None and file_kind != kind:
                 raise CodecFormatError(f"{path}: holds a {file_kind!r}, expected a {kind!r}")
-            config = json.loads(str(npz["__config__"]))
-            fp = str(npz["__fingerprint__"])
+            config = json.loads(str(meta["__config__"]))
+            if not isinstance(config, dict):
+                raise CodecFormatError(f"{path}: config is a JSON {type(config).__name__}, not an object")
+            fp = str(meta["__fingerprint__"])
             arrays = {n: npz[n] for n in npz.files if n not in _META}
+            _check_members(path, arrays)
+        altered = fingerprint(config, arrays) != fp
     except CodecFormatError:
         raise
     except ValueError as exc:
         if "pickle" in str(exc):
             raise CodecFormatError(f"{path}: holds pickled objects, which are never loaded") from exc
         raise CodecFormatError(f"{path}: unreadable .npz ({exc})") from exc
-    except (zipfile.BadZipFile, OSError, EOFError, KeyError, json.JSONDecodeError) as exc:
-        raise CodecFormatError(f"{path}: truncated or corrupt file ({exc})") from exc
-    if fingerprint(config, arrays) != fp:
+    except Exception as exc:  # zipfile, zlib, numpy and json raise many types for damaged input
+        raise CodecFormatError(f"{path}: truncated or corrupt file ({type(exc).__name__}: {exc})") from exc
+    if altered:
         raise CodecFormatError(f"{path}: fingerprint mismatch, the file was altered or damaged")
     return config, arrays, fp
 
@@ -283,7 +296,7 @@ def load_safetensors(
     if META_KEY in meta:
         try:
             packed = json.loads(meta[META_KEY])
-        except json.JSONDecodeError as exc:
+        except (ValueError, RecursionError) as exc:  # ValueError: also an over-long integer
             raise CodecFormatError(f"{path}: metadata {META_KEY!r} is not JSON ({exc})") from exc
         if not isinstance(packed, dict) or not all(isinstance(v, str) for v in packed.values()):
             raise CodecFormatError(f"{path}: metadata {META_KEY!r} is not a mapping of strings")

@@ -181,7 +181,7 @@ def store_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise DataError(f"{path}: not an astromodal token store (no {STORE_META_KEY.decode()} metadata)")
     try:
         meta = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # bad UTF-8 / JSON, an over-long integer
         raise DataError(f"{path}: token store metadata is not JSON ({exc})") from exc
     if not isinstance(meta, dict):
         raise DataError(f"{path}: token store metadata is not a JSON object")
@@ -192,10 +192,33 @@ def store_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise DataError(f"{path}: token store metadata 'token_keys' is not a mapping")
     try:
         meta["token_keys"] = {k: TokenKey.from_dict(dict(v)) for k, v in meta["token_keys"].items()}
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:  # OverflowError: an infinite size
         raise DataError(f"{path}: token store metadata has a bad token key ({exc})") from exc
+    _check_columns(path, pf.schema_arrow, meta)
     meta.setdefault("fingerprints", {})
     return meta
+
+
+def _check_columns(path: str | os.PathLike[str], schema: pa.Schema, meta: dict[str, Any]) -> None:
+    """The id column and every recorded key's column exist, with types that hold the key."""
+    id_col = meta["id_col"]
+    if not isinstance(id_col, str) or schema.get_field_index(id_col) < 0 \
+            or not pa.types.is_integer(schema.field(id_col).type):
+        raise DataError(f"{path}: token store id column {id_col!r} is missing or not integer")
+    for name, key in meta["token_keys"].items():
+        if schema.get_field_index(name) < 0:
+            raise DataError(f"{path}: token store records key {name!r} but has no such column")
+        t = schema.field(name).type
+        if key.layout == "scalar":
+            ok = pa.types.is_integer(t)
+        elif key.layout == "ragged":
+            ok = (pa.types.is_list(t) or pa.types.is_large_list(t)) and pa.types.is_integer(t.value_type)
+        else:
+            ok = pa.types.is_fixed_size_list(t) and t.list_size == key.max_length \
+                and pa.types.is_integer(t.value_type)
+        if not ok:
+            raise DataError(f"{path}: column {name!r} has type {t}, which cannot hold the "
+                            f"{key.layout} token key {name!r} (max_length {key.max_length})")
 
 
 def column_to_numpy(col: pa.Array, key: TokenKey) -> np.ndarray | Ragged:
@@ -240,9 +263,15 @@ def read_token_store(
 ) -> tuple[np.ndarray, dict[str, np.ndarray | Ragged]]:
     """Read a whole token store (small stores, tests); use :func:`iter_token_store` for large ones."""
     meta = store_metadata(path)
-    keys = list(meta["token_keys"]) if keys is None else list(keys)
-    table = pq.read_table(path, columns=[meta["id_col"], *keys])
     known = meta["token_keys"]
+    keys = list(known) if keys is None else list(keys)
+    for k in keys:
+        if k not in known:
+            raise TokenKeyError(f"{path}: token store has no key {k!r}; it has {sorted(known)}")
+    try:
+        table = pq.read_table(path, columns=[meta["id_col"], *keys])
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(f"{path}: corrupt parquet data ({exc})") from exc
     ids = table.column(meta["id_col"]).to_numpy().astype(np.int64)
     return ids, {k: column_to_numpy(table.column(k), known[k]) for k in keys}
 

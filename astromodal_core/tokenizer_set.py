@@ -71,7 +71,7 @@ class Member:
             raise CodecFormatError(f"{where}: tokenizer {name!r} has a malformed fingerprint {fp!r}")
         try:
             keys = tuple(TokenKey.from_dict(dict(k)) for k in d.get("token_keys", []))
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:  # OverflowError: an infinite size
             raise CodecFormatError(f"{where}: tokenizer {name!r} has a bad token key ({exc})") from exc
         return cls(name, file, fp, keys)
 
@@ -109,7 +109,7 @@ class TokenizerSet:
                 f"{path}: no tokenizer manifest; run `astromodal tokenizers train --out {directory}` first")
         try:
             data = json.loads(path.read_bytes().decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (ValueError, RecursionError) as exc:  # bad UTF-8 / JSON, an over-long integer
             raise CodecFormatError(f"{path}: not a JSON tokenizer manifest ({exc})") from exc
         except OSError as exc:
             raise CodecFormatError(f"{path}: cannot read ({exc.strerror or exc})") from exc
