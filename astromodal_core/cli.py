@@ -162,6 +162,8 @@ def main(argv: list[str] | None = None) -> None:
         code = rv if isinstance(rv, int) else 0
     except SystemExit:
         raise
+    except click.exceptions.NoArgsIsHelpError as exc:  # `astromodal` alone: its help
+        click.echo(exc.ctx.get_help())
     except BaseException as exc:  # noqa: BLE001 - every failure ends as one line
         if debug and not isinstance(exc, click.ClickException):
             raise

@@ -109,6 +109,15 @@ def test_core_commands_come_from_the_builtin_plugin(monkeypatch: pytest.MonkeyPa
     assert CliRunner().invoke(cli, ["keys"]).exit_code == 2
 
 
+def test_no_command_prints_the_help(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run_main(capsys)
+    assert code == 0 and err == "" and out.startswith("Usage: astromodal [OPTIONS] COMMAND")
+    code, out, err = run_main(capsys, "tokenizers")
+    assert code == 0 and err == "" and "  train " in out
+    code, out, err = run_main(capsys, "nosuch")
+    assert code == 2 and err == "Error: No such command 'nosuch'. (see 'astromodal --help')\n"
+
+
 def test_plugins_human_shows_broken(fake_dists: Any) -> None:
     result = CliRunner().invoke(cli, ["plugins"])
     assert result.exit_code == 0, result.output

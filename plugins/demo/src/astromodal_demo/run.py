@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import json
 import os
+import shutil
+import tempfile
 import time
 import warnings
 from collections.abc import Callable, Mapping
@@ -79,6 +82,23 @@ def demo_sections(reg: Any, contributions: list[Any]) -> list[str]:
     return [name for name, entry in reg.tokenizers.items() if entry.plugin in fed]
 
 
+def _matplotlib_config_dir() -> None:
+    """Give matplotlib (the plots, GaiaXPy) a temporary config directory when the default one
+    cannot be written (a HOME that does not exist or is read-only), instead of its two-line
+    complaint on stderr; worker processes inherit it."""
+    if "MPLCONFIGDIR" in os.environ:
+        return
+    base = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "matplotlib"
+    probe = base
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if os.access(probe, os.W_OK | os.X_OK):
+        return
+    tmp = tempfile.mkdtemp(prefix="astromodal-matplotlib-")
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)
+    os.environ["MPLCONFIGDIR"] = tmp
+
+
 def _truth(files: list[Path]) -> dict[str, np.ndarray]:
     wanted = ["id", "true_class", "true_redshift", "z", "real_source"]
     names = pq.ParquetFile(files[0]).schema_arrow.names
@@ -120,6 +140,7 @@ def run_demo(
     t_start = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    _matplotlib_config_dir()
     reg = get_registry()
     contributions = installed_contributions()
     if not contributions:
