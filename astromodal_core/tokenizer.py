@@ -36,6 +36,7 @@ import contextlib
 import inspect
 import os
 import re
+import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -66,22 +67,45 @@ def as_file_list(sources: PathLike | Sequence[PathLike]) -> list[Path]:
     return paths
 
 
+_HELD: dict[str, int] = {}
+_HELD_GUARD = threading.RLock()
+
+
 @contextlib.contextmanager
-def save_lock(path: PathLike) -> Iterator[None]:
-    """An exclusive lock on ``path``'s saves (``.<name>.lock`` beside it), where flock exists."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows: renames are still atomic
-        yield
-        return
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path.parent / f".{path.name}.lock", os.O_RDWR | os.O_CREAT, 0o666)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # closing releases the lock
+def directory_lock(directory: PathLike) -> Iterator[None]:
+    """An exclusive lock on writes into ``directory`` (flock on the directory itself, so no
+    lock file is ever left behind). Re-entrant within a process; other processes wait."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    key = str(directory.resolve())
+    with _HELD_GUARD:
+        if _HELD.get(key):
+            _HELD[key] += 1
+            try:
+                yield
+            finally:
+                _HELD[key] -= 1
+            return
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows: renames are still atomic
+            fcntl = None  # type: ignore[assignment]
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            if fcntl is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            _HELD[key] = 1
+            try:
+                yield
+            finally:
+                _HELD.pop(key, None)
+        finally:
+            os.close(fd)  # closing releases the lock
+
+
+def save_lock(path: PathLike) -> Any:
+    """The lock held while saving to ``path``: its directory's :func:`directory_lock`."""
+    return directory_lock(Path(path).parent)
 
 
 def companion_path(path: PathLike, part: str, fp: str) -> Path:

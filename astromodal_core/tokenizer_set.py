@@ -261,14 +261,11 @@ class TokenizerSet:
                 removed.append(entry)
             except OSError:
                 pass
-        for entry in self.directory.glob(".*.npz.lock"):  # member save locks; none is held now
-            if _MEMBER_FILE.match(entry.name[1 : -len(".lock")]):
-                entry.unlink(missing_ok=True)
         return removed
 
 
 def set_lock(directory: PathLike) -> Any:
     """The lock every writer of the set in ``directory`` holds while it writes."""
-    from .tokenizer import save_lock
+    from .tokenizer import directory_lock
 
-    return save_lock(Path(directory) / MANIFEST)
+    return directory_lock(directory)
