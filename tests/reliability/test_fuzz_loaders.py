@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, example, given, settings
@@ -573,7 +572,6 @@ def test_store_metadata_without_arrow_schema(fuzz_dir: Path, store_file: Path) -
     meta = {**table.schema.metadata, b"ARROW:schema": b"garbage"}
     pq.write_table(table.replace_schema_metadata(meta), path, store_schema=False)
     outcome(lambda: _read_store(path), path)
-    assert pa is not None
 
 
 def test_store_bit_flip_sweep(fuzz_dir: Path, store_file: Path) -> None:
@@ -582,7 +580,7 @@ def test_store_bit_flip_sweep(fuzz_dir: Path, store_file: Path) -> None:
     data = store_file.read_bytes()
     rng = np.random.default_rng(0)
     path = _fresh(fuzz_dir, "store_flips") / "x.tokens.parquet"
-    for _ in range(int(os.environ.get("ASTROMODAL_FUZZ_EXAMPLES", "40")) * 25):
+    for _ in range(int(os.environ.get("ASTROMODAL_FUZZ_EXAMPLES", "40")) * 15):
         b = bytearray(data)
         for _ in range(int(rng.integers(1, 4))):
             b[int(rng.integers(0, len(b)))] ^= 1 << int(rng.integers(0, 8))
