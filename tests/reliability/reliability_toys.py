@@ -86,7 +86,7 @@ def set_files(directory: Path, state: dict[str, str]) -> set[str]:
 
     tset = TokenizerSet.read(directory)
     assert {m.name: m.fingerprint for m in tset} == state
-    out = {"tokenizers.json", ".tokenizers.json.lock"}
+    out = {"tokenizers.json"}
     for m in tset:
         out.add(m.file)
         out.update(tokenizer_files(Path(directory) / m.file))
