@@ -168,6 +168,10 @@ class TokenizerSet:
                 raise CodecFormatError(
                     f"{self.directory / m.file}: holds state {tok.fingerprint}, the manifest "
                     f"expects {m.fingerprint}")
+            if tuple(tok.token_keys) != tuple(m.token_keys):
+                raise CodecFormatError(
+                    f"{self.directory / MANIFEST}: the token keys listed for {name!r} differ from "
+                    f"those of its fitted state ({self.directory / m.file}); the manifest was edited")
             self._loaded[name] = tok
         return self._loaded[name]
 

@@ -213,3 +213,13 @@ def test_failed_retrain_leaves_the_old_set(tmp_path, wise_cubes):
                              engine=LocalEngine(1), progress=False)
     files = sorted(p.name for p in (tmp_path / "tok").iterdir() if not p.name.startswith("."))
     assert files == sorted(["tokenizers.json", f"wise.{other.fingerprints()['wise']}.npz"])
+
+
+def test_edited_manifest_keys_are_refused(tmp_path, wise_cubes):
+    train_tokenizers(CONFIG, wise_cubes, tmp_path / "tok", engine=LocalEngine(1), progress=False)
+    manifest = tmp_path / "tok" / "tokenizers.json"
+    data = json.loads(manifest.read_text())
+    data["tokenizers"][0]["token_keys"][0]["vocab_size"] = 1025
+    manifest.write_text(json.dumps(data))
+    with pytest.raises(CodecFormatError, match="token keys listed for 'wise' differ from those of its fitted state"):
+        TokenizerSet.read(tmp_path / "tok").tokenizers()
