@@ -50,21 +50,24 @@ class GroupSample:
         self.max_len = 0
         self.rows = 0
         self._row_keys = np.empty(0, dtype=np.uint64)  # the file's smallest row keys so far
+        self._full: tuple[np.ndarray, np.uint64] | None = None  # (reservoir keys, their max)
 
     def row_keys(self, ids: np.ndarray) -> np.ndarray:
         """The hashed keys that choose a file's rows."""
         return hash_keys(ids, self.seed, salt=f"{self.spec['name']}/rows")
 
-    def scan(self, points: Points, ids: np.ndarray) -> None:
-        """First pass over one batch of the current file: norms, longest row, row keys."""
+    def scan(self, points: Points, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """First pass over one batch of the current file: norms, longest row, row keys.
+        Returns the rows' ``(norm, has_data)`` (for :meth:`add` on the same batch)."""
         self.max_len = max(self.max_len, int(points.lengths.max(initial=0)))
         norm, has = row_norm(points, self.spec["kind"])
         self.rows += int(has.sum())
         if not has.any():
-            return
+            return norm, has
         self.norms.add(hash_keys(ids[has], self.seed, salt=f"{self.spec['name']}/norm"), norm[has])
         keys = np.union1d(self._row_keys, self.row_keys(ids[has]))  # sorted, distinct
         self._row_keys = keys[: self.max_rows]
+        return norm, has
 
     @property
     def threshold(self) -> np.uint64:
@@ -77,9 +80,11 @@ class GroupSample:
         """True for the rows of ``ids`` whose row key is kept (after :meth:`scan` of the file)."""
         return self.row_keys(ids) <= self.threshold
 
-    def add(self, points: Points, ids: np.ndarray) -> None:
-        """Second pass over one batch: the patches of the kept rows into the reservoir."""
-        norm, has = row_norm(points, self.spec["kind"])
+    def add(self, points: Points, ids: np.ndarray,
+            norm_has: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+        """Second pass over one batch: the patches of the kept rows into the reservoir
+        (``norm_has``: what :meth:`scan` returned for this batch, if it was just scanned)."""
+        norm, has = row_norm(points, self.spec["kind"]) if norm_has is None else norm_has
         keep = np.flatnonzero(has & self.selected(ids))
         if not len(keep):
             return
@@ -93,7 +98,21 @@ class GroupSample:
             rank = np.arange(len(order)) - np.searchsorted(rows[order], rows[order], side="left")
             pick = order[rank < self.cap]
             rows, cols, pk = rows[pick], cols[pick], pk[pick]
-        self.vectors.add(pk, vec[rows, cols])
+        pk, vectors = self._below_full_reservoir(pk, rows, cols)
+        self.vectors.add(pk, vec[vectors])
+
+    def _below_full_reservoir(self, pk: np.ndarray, rows: np.ndarray, cols: np.ndarray
+                              ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+        """Drop offers a full reservoir would refuse (keys above its largest), counting them
+        as seen: the same sample, without holding them until the next compaction."""
+        res = self.vectors
+        if len(res.keys) < res.k:
+            return pk, (rows, cols)
+        if self._full is None or self._full[0] is not res.keys:  # compacted since
+            self._full = (res.keys, res.keys.max())
+        fits = pk <= self._full[1]
+        res.seen += int(len(pk) - np.count_nonzero(fits))
+        return pk[fits], (rows[fits], cols[fits])
 
     def end_file(self) -> None:
         """Forget the current file's row keys (the next file chooses its own rows)."""

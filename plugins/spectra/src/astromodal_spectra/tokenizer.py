@@ -44,12 +44,25 @@ _SAVED = ("codebook_size", "max_features_per_group", "max_rows_per_file", "max_p
 MODALITY = {"flux_ivar": "DESISpectrum", "ztf_mag_err": "ZTFLightCurve",
             "gaiaxpy_xp": "GaiaXPSpectrum"}
 _PART = "codebooks"
+#: rows whose points are processed together (bounds the per-point temporaries of a batch)
+CHUNK_ROWS = 256
 
 
 def _ragged(tok: np.ndarray, present: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     counts = np.where(present, tok.shape[1], 0)
     return (np.ascontiguousarray(tok[present].ravel()),
             np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
+
+
+def _chunks(batch: pa.RecordBatch) -> Iterator[pa.RecordBatch]:
+    """Zero-copy slices of at most ``CHUNK_ROWS`` rows: the per-point arrays of one slice are
+    what the features and assignment hold at a time, whatever the batch size."""
+    for start in range(0, max(batch.num_rows, 1), CHUNK_ROWS):
+        yield batch.slice(start, CHUNK_ROWS)
+
+
+def _join(parts: list[np.ndarray]) -> np.ndarray:
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 def group_from_name(name: str) -> dict[str, Any]:
@@ -210,12 +223,13 @@ class SpectrumTokenizer(Tokenizer):
         ) for g in groups}
         one_pass = pf.metadata.num_rows <= self.max_rows_per_file
         for batch in iter_batches(path, cols, batch_size=self.batch_size):
-            ids = id_column(batch, self.id_col, path)
-            for name, s in samples.items():
-                pts = read_points(models[name], batch, ids, path, masks[name], training=True)
-                s.scan(pts, ids)
-                if one_pass:
-                    s.add(pts, ids)
+            for part in _chunks(batch):
+                ids = id_column(part, self.id_col, path)
+                for name, s in samples.items():
+                    pts = read_points(models[name], part, ids, path, masks[name], training=True)
+                    norm_has = s.scan(pts, ids)
+                    if one_pass:
+                        s.add(pts, ids, norm_has)
         if not one_pass:  # second pass: the features of the chosen rows only
             for batch in iter_batches(path, cols, batch_size=self.batch_size):
                 ids = id_column(batch, self.id_col, path)
@@ -224,12 +238,12 @@ class SpectrumTokenizer(Tokenizer):
                     chosen |= s.selected(ids)
                 if not chosen.any():
                     continue
-                rows = np.flatnonzero(chosen)
-                sub = batch.take(pa.array(rows))
-                for name, s in samples.items():
-                    pts = read_points(models[name], sub, ids[rows], path, masks[name],
-                                      training=True)
-                    s.add(pts, ids[rows])
+                for part in _chunks(batch.filter(pa.array(chosen))):
+                    ids = id_column(part, self.id_col, path)
+                    for name, s in samples.items():
+                        pts = read_points(models[name], part, ids, path, masks[name],
+                                          training=True)
+                        s.add(pts, ids)
         for s in samples.values():
             s.end_file()
         return samples
@@ -264,16 +278,25 @@ class SpectrumTokenizer(Tokenizer):
         return cols
 
     def _encode_batch(self, batch: Any, path: PathLike) -> tuple[np.ndarray, dict[str, Any]]:
-        ids = id_column(batch, self.id_col, path)
         names = batch.schema.names
+        masks = {n: mask_column(m.spec, names) for n, m in self.models.items()}
+        parts: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {n: [] for n in masks}
+        for part in _chunks(batch):
+            ids = id_column(part, self.id_col, path)
+            for name, m in self.models.items():
+                pts = read_points(m, part, ids, path, masks[name], training=False)
+                tok, ntok = m.encode_points(pts, backend=self.backend)
+                parts[name].append((tok, ntok, pts.lengths > 0))
         out: dict[str, Any] = {}
-        for m in self.models.values():
-            pts = read_points(m, batch, ids, path, mask_column(m.spec, names), training=False)
-            tok, ntok = m.encode_points(pts, backend=self.backend)
+        for name, m in self.models.items():
             key = m.spec["token_key"]
-            out[key] = _ragged(tok, pts.lengths > 0) if m.kind == "gaiaxpy_xp" else tok
-            out[f"{key}_norm"] = ntok
-        return ids, out
+            tok = _join([p[0] for p in parts[name]])
+            if m.kind == "gaiaxpy_xp":
+                out[key] = _ragged(tok, _join([p[2] for p in parts[name]]))
+            else:
+                out[key] = tok
+            out[f"{key}_norm"] = _join([p[1] for p in parts[name]])
+        return id_column(batch, self.id_col, path), out
 
     def iter_token_batches(self, path: PathLike, *, batch_size: int | None = None,
                            progress: bool | None = None
