@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from astromodal_core import hookspecs
@@ -46,6 +47,8 @@ def test_every_hook_has_a_test(hook: str) -> None:
 
 
 def test_the_documented_example_plugin_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The page's minimal plugin registers, passes its own conformance test, and its tokens
+    have physical values."""
     blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.S)
     module = next(b for b in blocks if b.startswith("# astromodal_flux.py"))
     test = next(b for b in blocks if b.startswith("# test_astromodal_flux.py"))
@@ -58,9 +61,17 @@ def test_the_documented_example_plugin_runs(tmp_path: Path, monkeypatch: pytest.
 
     astromodal_core.register_plugin(astromodal_flux, name="astromodal-flux")
     try:
-        assert astromodal_core.get_registry().token_key("tok_flux").vocab_size == 11
+        reg = astromodal_core.get_registry()
+        assert reg.token_key("tok_flux").vocab_size == 11 and reg.owner("tok_flux") == "astromodal-flux"
+        assert reg.tokenizer("flux") is astromodal_flux.FluxTokenizer
         namespace: dict[str, Any] = {}
         exec(compile(test, "test_astromodal_flux.py", "exec"), namespace)
-        namespace["test_flux_codec_conforms"]()
+        (tmp_path / "cubes").mkdir()
+        namespace["test_flux_tokenizer_conforms"](tmp_path / "cubes")
+        tok = astromodal_flux.FluxTokenizer.from_config({"n_bins": 10}).train(tmp_path / "cubes" / "cube_0.parquet")
+        values = tok.token_values("tok_flux")
+        assert values.shape == (11,) and np.isnan(values[10]) and np.all(np.diff(values[:10]) > 0)
+        with pytest.raises(astromodal_core.ConfigError, match=r"tokenizers\.flux\.bins: unknown setting"):
+            astromodal_flux.FluxTokenizer.from_config({"bins": 3})
     finally:
         astromodal_core.unregister("astromodal-flux")
