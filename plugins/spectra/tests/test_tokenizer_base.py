@@ -140,6 +140,12 @@ def test_damaged_norm_edges_and_config_are_codec_format_errors(saved: Path, tmp_
             SpectrumTokenizer.load(_damaged(saved, d, config=change))
 
 
+def test_load_refuses_unknown_settings(saved: Path) -> None:
+    with pytest.raises(TypeError, match=r"SpectrumTokenizer\.load: unknown setting\(s\) \['speed'\]"):
+        SpectrumTokenizer.load(saved, speed=2)
+    assert SpectrumTokenizer.load(saved, batch_size=5, progress=False).batch_size == 5
+
+
 def test_value_protocol_for_norm_keys(saved: Path) -> None:
     tok = SpectrumTokenizer.load(saved)
     v = tok.token_values("tok_spectrum_desi_b_norm")
@@ -211,3 +217,23 @@ def test_settings_round_trip_through_json() -> None:
     tok = SpectrumTokenizer(**SETTINGS, progress=False)
     again = SpectrumTokenizer.from_config(json.loads(json.dumps(tok.settings())))
     assert again.settings() == json.loads(json.dumps(tok.settings()))
+
+
+def test_codec_files_are_one_group_tokenizer_files(tmp_path: Path) -> None:
+    from astromodal_spectra import DESISpectrum, DESISpectrumCodec, ZTFLightCurveCodec
+
+    rng = np.random.default_rng(0)
+    flux = 10 ** rng.uniform(0, 1, (6, 1)) * (1 + rng.normal(0, 0.1, (6, 40)))
+    spec = DESISpectrum(flux=flux, ivar=np.full((6, 40), 100.0), arm="b")
+    codec = DESISpectrumCodec(codebook_size=8, norm_bins=8).train(spec)
+    path = tmp_path / "desi_b_codec.npz"
+    codec.save(path)
+    assert len(list(tmp_path.glob("desi_b_codec.codebooks.*.safetensors"))) == 1
+    assert list(SpectrumTokenizer.load(path).models) == ["desi_b"]
+    again = DESISpectrumCodec.load(path)
+    assert again.fingerprint == codec.fingerprint
+    np.testing.assert_array_equal(again.encode(spec)["tok_spectrum_desi_b"],
+                                  codec.encode(spec)["tok_spectrum_desi_b"])
+    with pytest.raises(CodecFormatError, match=r"holds spectrum groups \['desi_b \(flux_ivar\)'\], "
+                                               r"not the one 'ztf_mag_err' group of a ZTFLightCurveCodec"):
+        ZTFLightCurveCodec.load(path)

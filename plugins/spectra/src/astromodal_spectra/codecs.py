@@ -104,8 +104,7 @@ class SpectrumGroupCodec(Codec):
             for j, m in enumerate(mods):
                 pts = self.to_points(m)
                 ids = np.arange(len(m), dtype=np.int64) + (j << 40)
-                sample.scan(pts, ids)
-                sample.add(pts, ids)
+                sample.add(pts, ids, sample.scan(pts, ids))
                 sample.end_file()
             if len(sample.vectors) == 0:
                 raise DataError(f"{type(self).__name__}: no valid points in the training data")

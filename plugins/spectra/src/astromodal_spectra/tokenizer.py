@@ -403,6 +403,9 @@ class SpectrumTokenizer(Tokenizer):
     def load(cls, path: PathLike, **kwargs: Any) -> SpectrumTokenizer:
         """Read a tokenizer written by :meth:`save` (never unpickles); ``kwargs`` override
         settings that do not change tokens (``progress``, ``batch_size``, ``backend``)."""
+        unknown = sorted(set(kwargs) - set(cls.config_options()))
+        if unknown:
+            raise TypeError(f"SpectrumTokenizer.load: unknown setting(s) {unknown}")
         return super().load(path, _source=Path(path), **kwargs)
 
     @classmethod
