@@ -166,7 +166,7 @@ def iter_encoded(path: PathLike, tset: TokenizerSet, *, batch_size: int | None =
     set reading the same rows; the tokenizers must agree on the row ids."""
     toks = tset.tokenizers()
     size = int(batch_size or min(int(t.encode_batch_size) for t in toks.values()))
-    iters = {n: t.iter_token_batches(path, batch_size=size) for n, t in toks.items()}
+    iters = {n: t.iter_token_batches(path, batch_size=size, progress=False) for n, t in toks.items()}
     names = list(iters)
     while True:
         got = {}

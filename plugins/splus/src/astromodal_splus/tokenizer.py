@@ -98,6 +98,15 @@ def _sentinel_list(name: str, value: Any) -> tuple[float, ...]:
     return tuple(_number(f"{name}[{i}]", s) for i, s in enumerate(value))
 
 
+def _widened(reservoir: BottomK) -> BottomK:
+    """The same reservoir holding float64 values (a later file has a float64 column)."""
+    keys, values = reservoir.arrays()
+    wide = BottomK(reservoir.k)
+    wide.add(keys, values.astype(np.float64))
+    wide.seen = reservoir.seen
+    return wide
+
+
 class ScalarTokenizer(Tokenizer):
     """Quantile binning of catalogue scalars into ``n_bins`` tokens per column (+ a mask token).
 
@@ -330,7 +339,9 @@ class ScalarTokenizer(Tokenizer):
         """
         k_file = self.max_values_per_file_per_col or self.max_values_per_col
         k_file = min(k_file, self.max_values_per_col)
-        reservoirs = {c: BottomK(k_file) for c in self.scalar_columns}
+        # values keep the file's float width (a float32 column stays float32: exact, half the
+        # memory); the quantiles are computed in float64 either way
+        reservoirs: dict[str, BottomK] = {}
         n_valid = dict.fromkeys(self.scalar_columns, 0)
         n_rows = n_pass = 0
         for batch in iter_batches(path, self._training_columns(), batch_size=self.batch_size):
@@ -352,6 +363,10 @@ class ScalarTokenizer(Tokenizer):
                     with np.errstate(invalid="ignore"):
                         ok &= (e <= self.magerr_max) & ~missing_mask(e, self.sentinels_of(ec))
                 n_valid[c] += int(ok.sum())
+                if c not in reservoirs:
+                    reservoirs[c] = BottomK(k_file, dtype=np.float32 if v.dtype == np.float32 else np.float64)
+                elif reservoirs[c].values.dtype != v.dtype and v.dtype != np.float32:
+                    reservoirs[c] = _widened(reservoirs[c])
                 reservoirs[c].add(hash_keys(ids[ok], self.rng_seed, salt=c), v[ok])
         if n_pass == 0 and not self.apply_row_filter:
             raise DataError(f"{path}: the file has no rows to train on ({n_rows} rows read)")
@@ -363,7 +378,7 @@ class ScalarTokenizer(Tokenizer):
             )
         columns = {}
         for c in self.scalar_columns:
-            keys, values = reservoirs[c].arrays()
+            keys, values = reservoirs.get(c, BottomK(k_file)).arrays()
             columns[c] = {"keys": keys, "values": values, "n_valid": n_valid[c]}
         return {
             "format": SAMPLE_FORMAT,
@@ -403,17 +418,20 @@ class ScalarTokenizer(Tokenizer):
 
     def merge_samples(self, a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
         """Fold sample ``b`` into ``a``: per column the ``max_values_per_col`` smallest keys of
-        both (so any grouping and order of files gives the same sample)."""
+        both (so any grouping and order of files gives the same sample). A merged ``a`` is
+        consumed (its arrays are released column by column, bounding memory); ``b`` is kept."""
         a, b = self._merged_form(a), self._merged_form(b)
         columns = {}
         for c in self.scalar_columns:
-            reservoir = BottomK(self.max_values_per_col)
-            for part in (a, b):
-                reservoir.add(part["columns"][c]["keys"], part["columns"][c]["values"])
+            ca, cb = a["columns"][c], b["columns"][c]
+            dtype = np.result_type(ca["values"].dtype, cb["values"].dtype)
+            reservoir = BottomK(self.max_values_per_col, dtype=dtype)
+            reservoir.add(ca.pop("keys"), ca.pop("values"))  # released as soon as merged:
+            reservoir.add(cb["keys"], cb["values"])          # memory holds one column twice, not all
             keys, values = reservoir.arrays()
-            columns[c] = {"keys": keys, "values": values,
-                          "n_valid": a["columns"][c]["n_valid"] + b["columns"][c]["n_valid"],
-                          "empty_in": a["columns"][c]["empty_in"] + b["columns"][c]["empty_in"]}
+            del reservoir
+            columns[c] = {"keys": keys, "values": values, "n_valid": ca["n_valid"] + cb["n_valid"],
+                          "empty_in": ca["empty_in"] + cb["empty_in"]}
         return {"format": SAMPLE_FORMAT, "settings": a["settings"], "files": a["files"] + b["files"],
                 "columns": columns}
 
