@@ -24,6 +24,12 @@ def _splitmix(x: np.ndarray) -> np.ndarray:
     return x ^ (x >> np.uint64(31))
 
 
+def hash_keys32(ids: np.ndarray, seed: int, salt: str = "") -> np.ndarray:
+    """uint32 keys (the high half of :func:`hash_keys`): half the memory for reservoirs of
+    millions of scalars; ties (rare) are broken by value, so samples stay deterministic."""
+    return (hash_keys(ids, seed, salt) >> np.uint64(32)).astype(np.uint32)
+
+
 def hash_keys(ids: np.ndarray, seed: int, salt: str = "", sub: np.ndarray | None = None) -> np.ndarray:
     """uint64 keys for row ids (and optional sub-positions within a row)."""
     base = np.uint64(zlib.crc32(salt.encode()) ^ ((int(seed) & 0xFFFFFFFF) << 32))
@@ -37,13 +43,14 @@ def hash_keys(ids: np.ndarray, seed: int, salt: str = "", sub: np.ndarray | None
 class BottomK:
     """A bounded reservoir of rows (1-D values or 2-D feature vectors) keyed by hashed ids."""
 
-    def __init__(self, k: int, width: int | None = None, dtype: type = np.float64):
+    def __init__(self, k: int, width: int | None = None, dtype: type = np.float64,
+                 key_dtype: type = np.uint64):
         if k < 1:
             raise ValueError(f"reservoir size must be >= 1, got {k}")
         self.k = int(k)
         self.width = width
         shape = (0,) if width is None else (0, width)
-        self.keys = np.empty(0, dtype=np.uint64)
+        self.keys = np.empty(0, dtype=key_dtype)
         self.values = np.empty(shape, dtype=dtype)
         self.seen = 0
         self._pending_keys: list[np.ndarray] = []
@@ -57,7 +64,7 @@ class BottomK:
         self.seen += len(keys)
         if not len(keys):
             return
-        self._pending_keys.append(np.asarray(keys, dtype=np.uint64))
+        self._pending_keys.append(np.asarray(keys, dtype=self.keys.dtype))
         self._pending_values.append(np.asarray(values, dtype=self.values.dtype))
         self._pending += len(keys)
         if self._pending >= 2 * self.k:
