@@ -58,6 +58,7 @@ def plugins(as_json: bool) -> None:
 
     reg = get_registry()
     added = reg.collect_all()  # call every hook plugins added, so that a failing one shows
+    sources = reg.collect("astromodal_register_sources")  # listed for the plugins that have any
     out = []
     for name in sorted(reg.plugins):
         info = dict(reg.plugins[name])
@@ -67,6 +68,8 @@ def plugins(as_json: bool) -> None:
             "token_keys": [e.name for e in reg.token_key_entries.values() if e.plugin == name],
             "tokenizers": sorted(e.name for e in reg.tokenizers.values() if e.plugin == name),
         }
+        if any(e.plugin == name for e in sources):
+            registered["sources"] = [e.name for e in sources if e.plugin == name]
         for hook, entries in added.items():
             registered[hook.removeprefix("astromodal_register_")] = [
                 e.name for e in entries if e.plugin == name]

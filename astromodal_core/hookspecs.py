@@ -36,6 +36,12 @@ def astromodal_register_tokenizers(register: Callable[[str, type], None]) -> Non
 
 
 @hookspec
+def astromodal_register_sources(register: Callable[[Any], None]) -> None:
+    """Register kinds of data source: ``register(SourceKind("csv", open=CsvSource,
+    suffixes=(".csv",)))`` (see :mod:`astromodal_core.sources`); every tokenizer then reads them."""
+
+
+@hookspec
 def astromodal_register_commands(cli: Any) -> None:
     """Add subcommands to the ``astromodal`` click group: ``@cli.command() def train(): ...``."""
 

@@ -1,10 +1,16 @@
-"""Streamed parquet reading with clear errors naming the file, column and row."""
+"""Streamed reading with clear errors naming the file, column and row.
+
+Every function here takes a *source*: a parquet file path (the fast path: pyarrow reads it
+directly, no extra copy) or anything :func:`astromodal_core.sources.open_source` reads (a FITS
+table, an astropy Table, a directory of parquet files, ``hats://`` catalogues, plugin sources).
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -17,8 +23,17 @@ DEFAULT_BATCH_SIZE = 65_536
 PathLike = str | os.PathLike[str]
 
 
-def open_parquet(path: PathLike) -> pq.ParquetFile:
-    """Open a parquet file, raising :class:`DataError` for a missing, empty or corrupt file."""
+def open_parquet(path: Any) -> Any:
+    """Open a parquet file, raising :class:`DataError` for a missing, empty or corrupt file.
+
+    Any other source gives its :class:`~astromodal_core.sources.Source`, which offers what a
+    tokenizer reads of a ``ParquetFile``: ``schema_arrow``, ``metadata.num_rows`` and
+    ``iter_batches(batch_size=, columns=)``.
+    """
+    from .sources import is_parquet_path, open_source
+
+    if not is_parquet_path(path):
+        return open_source(path)
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
@@ -31,8 +46,13 @@ def open_parquet(path: PathLike) -> pq.ParquetFile:
         raise DataError(f"{path}: not a readable parquet file ({exc})") from exc
 
 
-def require_columns(pf: pq.ParquetFile, path: PathLike, columns: Sequence[str]) -> None:
+def require_columns(pf: Any, path: Any, columns: Sequence[str]) -> None:
     """Raise :class:`DataError` naming the file and the first absent column."""
+    from .sources import Source
+
+    if isinstance(pf, Source):
+        pf.require(columns)
+        return
     names = set(pf.schema_arrow.names)
     missing = [c for c in columns if c not in names]
     if missing:
@@ -44,13 +64,20 @@ def require_columns(pf: pq.ParquetFile, path: PathLike, columns: Sequence[str]) 
 
 
 def iter_batches(
-    path: PathLike,
+    path: Any,
     columns: Sequence[str],
     *,
     batch_size: int = DEFAULT_BATCH_SIZE,
     allow_empty: bool = False,
 ) -> Iterator[pa.RecordBatch]:
-    """Yield record batches of the projected ``columns``; memory is bounded by ``batch_size``."""
+    """Yield record batches of the projected ``columns`` of any source; memory is bounded by
+    ``batch_size``."""
+    from .sources import is_parquet_path, open_source
+
+    if not is_parquet_path(path):
+        yield from open_source(path).iter_batches(batch_size=batch_size, columns=columns,
+                                                  allow_empty=allow_empty)
+        return
     pf = open_parquet(path)
     require_columns(pf, path, columns)
     if pf.metadata.num_rows == 0 and not allow_empty:
@@ -61,8 +88,8 @@ def iter_batches(
         raise DataError(f"{path}: corrupt parquet data ({exc})") from exc
 
 
-def num_rows(path: PathLike) -> int:
-    """Rows in a parquet file, from its footer."""
+def num_rows(path: Any) -> int:
+    """Rows of a source (a parquet file's footer, a FITS header, a table's length...)."""
     return int(open_parquet(path).metadata.num_rows)
 
 

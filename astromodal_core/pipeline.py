@@ -11,6 +11,10 @@
   the old part or none). A part that already records the set's fingerprints and the same
   source size and time is skipped.
 
+Inputs are sources (:mod:`astromodal_core.sources`): parquet and FITS files, directories of
+parquet files (one task per file) and HATS catalogues (``hats://PATH``: one task per HEALPix
+partition, each store part ``Norder=<o>_Npix=<p>.tokens.parquet`` recording its pixel).
+
 Tasks receive plain data (registered names, config dicts, paths); the classes are resolved
 through the registry in each worker, never imported from a name written in a file.
 """
@@ -27,6 +31,7 @@ import numpy as np
 
 from .engines import DaskEngine, Engine, LocalEngine, make_engine
 from .errors import ConfigError, DataError
+from .sources import SourcePart, expand_sources
 from .store_dir import STORE_SUFFIX, is_encoded, iter_store_files, merge_store, store_path_for
 from .tokenizer_set import MANIFEST, Member, TokenizerSet
 
@@ -89,17 +94,12 @@ def _sample_task(args: tuple[str, dict[str, Any], str]) -> Any:
     return _build(name, settings).sample_file(path)
 
 
-def _check_files(files: Sequence[PathLike], what: str) -> list[str]:
-    out = [str(Path(f)) for f in files]
-    if not out:
+def _check_files(files: Sequence[Any], what: str) -> list[SourcePart]:
+    """Every input as the parts workers receive (files, dataset files, HATS partitions)."""
+    items = [files] if isinstance(files, (str, os.PathLike)) else list(files)
+    if not items:
         raise DataError(f"no input files to {what}")
-    for f in out:
-        p = Path(f)
-        if p.is_dir():
-            raise DataError(f"{f}: is a directory, expected a parquet file")
-        if not p.is_file():
-            raise DataError(f"{f}: file not found")
-    return out
+    return expand_sources(items)
 
 
 def train_tokenizers(
@@ -112,10 +112,11 @@ def train_tokenizers(
     only_installed: bool = False,
     on_trained: Callable[[Member, float], None] | None = None,
 ) -> TokenizerSet:
-    """Train every tokenizer in ``config`` on ``files`` and write the fitted set to ``out_dir``."""
+    """Train every tokenizer in ``config`` on ``files`` (sources: a HATS catalogue is sampled
+    partition by partition) and write the fitted set to ``out_dir``."""
     from tqdm.auto import tqdm
 
-    files = _check_files(files, "train on")
+    files = [p.spec for p in _check_files(files, "train on")]
     sections = tokenizer_sections(config, only_installed=only_installed)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
@@ -192,8 +193,9 @@ def iter_encoded(path: PathLike, tset: TokenizerSet, *, batch_size: int | None =
 
 
 def encode_one(path: PathLike, tset: TokenizerSet, out: PathLike, *,
-               batch_size: int | None = None) -> int:
-    """Stream one file through every tokenizer of ``tset`` into the store part ``out``."""
+               batch_size: int | None = None, record: Mapping[str, Any] | None = None) -> int:
+    """Stream one file through every tokenizer of ``tset`` into the store part ``out``;
+    ``record`` adds to what the part records (a HATS partition's ``healpix``)."""
     from .store import TokenStoreWriter, source_info
 
     toks = tset.tokenizers()
@@ -202,18 +204,24 @@ def encode_one(path: PathLike, tset: TokenizerSet, out: PathLike, *,
         raise ConfigError(f"{tset.directory}: tokenizers read different id columns {sorted(id_cols)}")
     keys = {k.name: k for t in toks.values() for k in t.token_keys}
     with TokenStoreWriter(out, keys, id_col=id_cols.pop(), fingerprints=tset.key_fingerprints(),
-                          extra={"tokenizers": tset.fingerprints(), "source": source_info(path)}) as w:
+                          extra={**dict(record or {}), "tokenizers": tset.fingerprints(),
+                                 "source": source_info(path)}) as w:
         for ids, columns in iter_encoded(path, tset, batch_size=batch_size):
             w.write(ids, columns)
         return w.rows
 
 
-def _encode_task(args: tuple[str, str, list[str], str]) -> dict[str, Any]:
-    path, directory, names, out = args
+def _encode_task(args: tuple[str, str, list[str], str, dict[str, Any]]) -> dict[str, Any]:
+    path, directory, names, out, record = args
     t0 = time.perf_counter()
-    rows = encode_one(path, _load_set(directory, names), out)
+    rows = encode_one(path, _load_set(directory, names), out, record=record)
     return {"file": path, "out": out, "rows": int(rows), "status": "encoded",
-            "seconds": time.perf_counter() - t0}
+            "seconds": time.perf_counter() - t0, **_public(record)}
+
+
+def _public(record: Mapping[str, Any]) -> dict[str, Any]:
+    """What an encode record reports of a part's record (a HATS partition's pixel)."""
+    return {"healpix": dict(record["healpix"])} if "healpix" in record else {}
 
 
 def encode_files(
@@ -226,10 +234,12 @@ def encode_files(
     force: bool = False,
     sections: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Encode every file with every tokenizer of the set in ``tokenizer_dir``; one part per file.
+    """Encode every source with every tokenizer of the set in ``tokenizer_dir``; one store part
+    per file (per HEALPix partition of a HATS catalogue).
 
-    Returns one record per file: ``file``, ``out``, ``rows``, ``status`` (``encoded`` or
-    ``skipped``) and ``seconds``. ``sections`` restricts the tokenizers used (by name).
+    Returns one record per part: ``file``, ``out``, ``rows``, ``status`` (``encoded`` or
+    ``skipped``), ``seconds`` and, for a HATS partition, ``healpix`` (``order``, ``pixel``).
+    ``sections`` restricts the tokenizers used (by name).
     """
     tset = TokenizerSet.read(tokenizer_dir)
     if sections is not None:
@@ -241,11 +251,12 @@ def encode_files(
         raise ConfigError(f"{Path(tokenizer_dir) / MANIFEST}: the manifest lists no tokenizers")
     for n in tset.names():
         tset.tokenizer_class(n)  # every name must be installed here, before any work starts
-    files = _check_files(files, "encode")
+    parts = _check_files(files, "encode")
+    files = [p.spec for p in parts]
     store = Path(store_dir)
     if store.exists() and not store.is_dir():
         raise DataError(f"{store}: exists and is not a directory; --out needs a directory")
-    outs = [store_path_for(store, f) for f in files]
+    outs = [store / f"{p.name}{STORE_SUFFIX}" for p in parts]
     seen: dict[Path, str] = {}
     for f, o in zip(files, outs):
         if o in seen:
@@ -257,14 +268,16 @@ def encode_files(
     todo = []
     for i, (f, o) in enumerate(zip(files, outs)):
         if not force and is_encoded(o, f, fps):
-            records[i] = {"file": f, "out": str(o), "rows": _rows(o), "status": "skipped", "seconds": 0.0}
+            records[i] = {"file": f, "out": str(o), "rows": _rows(o), "status": "skipped", "seconds": 0.0,
+                          **_public(parts[i].record)}
         else:
             todo.append(i)
     tdir = str(Path(tokenizer_dir).resolve())
     own = engine is None
     engine = engine or LocalEngine()
     try:
-        done = engine.map(_encode_task, [(files[i], tdir, tset.names(), str(outs[i])) for i in todo],
+        done = engine.map(_encode_task, [(files[i], tdir, tset.names(), str(outs[i]), dict(parts[i].record))
+                                         for i in todo],
                           desc="encode", progress=progress)
     finally:
         if own:

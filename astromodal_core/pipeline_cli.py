@@ -15,26 +15,47 @@ DEFAULT_TOKENIZER_DIR = "tokenizers"
 
 
 def _files(config: Any, files: tuple[str, ...], key: str) -> list[str]:
-    """Explicit FILES, else the glob(s) under ``data.<key>`` of the config."""
+    """Explicit SOURCES (arguments and ``--source``), else the glob(s) under ``data.<key>`` of
+    the config; a ``scheme://`` source or a directory there is taken as it is."""
     if files:
-        return list(files)
+        return list(dict.fromkeys(files))
     import glob
+    import re
 
     data = config.get("data") or {}
     patterns = data.get(key) if hasattr(data, "get") else None
     if not patterns:
         raise click.UsageError(f"give input FILES, or list them under data.{key} in the config")
     patterns = [patterns] if isinstance(patterns, str) else list(patterns)
-    found = sorted({f for p in patterns for f in glob.glob(str(p))})
+    found: list[str] = []
+    for p in map(str, patterns):
+        if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", p) or Path(p).is_dir():
+            found.append(p)
+        else:
+            found.extend(sorted(glob.glob(p)))
     if not found:
         raise click.UsageError(f"data.{key} {patterns} matches no file")
-    return found
+    return list(dict.fromkeys(found))
 
 
-def _engine(scheduler: str | None, workers: int | None) -> Any:
+def _uses_hats(inputs: list[str]) -> bool:
+    from .sources import HATS_SCHEME, is_hats_dir
+
+    return any(str(i).startswith(HATS_SCHEME) or is_hats_dir(i) for i in inputs)
+
+
+def _engine(scheduler: str | None, workers: int | None, inputs: list[str] | None = None) -> Any:
+    """A dask engine for ``--scheduler``, a local dask cluster for a HATS catalogue, else a
+    local process pool."""
     from .pipeline import make_engine
 
-    return make_engine(scheduler, workers)
+    return make_engine(scheduler, workers, dask=bool(inputs) and _uses_hats(list(inputs or [])))
+
+
+_SOURCE_HELP = ("An input source (repeatable; same as a SOURCES argument): a parquet or FITS file "
+                "(cat.fits[EXTNAME] for one HDU), a directory of parquet files, or a HATS "
+                "catalogue as hats://PATH (encoded partition by partition on a local dask "
+                "cluster unless --scheduler).")
 
 
 def add_commands(cli: click.Group) -> None:
@@ -51,19 +72,21 @@ def add_commands(cli: click.Group) -> None:
     @click.option("--scheduler", default=None, help="dask.distributed scheduler address (default: local processes).")
     @click.option("--workers", type=click.IntRange(min=1), default=None,
                   help="Local worker processes (default: all cores).")
+    @click.option("--source", "sources", multiple=True, metavar="SOURCE", help=_SOURCE_HELP)
     @click.option("--quiet", is_flag=True, help="No progress bars.")
     @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-    @click.argument("files", nargs=-1)
+    @click.argument("files", nargs=-1, metavar="[SOURCES]...")
     def train(config_path: str, out: str, scheduler: str | None, workers: int | None,
-              quiet: bool, as_json: bool, files: tuple[str, ...]) -> None:
-        """Train every tokenizer under tokenizers: on FILES (or data.train_files)."""
+              sources: tuple[str, ...], quiet: bool, as_json: bool, files: tuple[str, ...]) -> None:
+        """Train every tokenizer under tokenizers: on SOURCES (or data.train_files): parquet or
+        FITS files, directories, hats://PATH catalogues."""
         from .config import load_config
         from .pipeline import train_tokenizers
 
         config = load_config(config_path)
-        inputs = _files(config, files, "train_files")
+        inputs = _files(config, files + sources, "train_files")
         timings: dict[str, float] = {}
-        with _engine(scheduler, workers) as engine:
+        with _engine(scheduler, workers, inputs) as engine:
             saved = train_tokenizers(
                 config, inputs, out, engine=engine, progress=not quiet,
                 on_trained=lambda m, sec: timings.__setitem__(m.name, sec),
@@ -93,13 +116,15 @@ def add_commands(cli: click.Group) -> None:
     @click.option("--workers", type=click.IntRange(min=1), default=None,
                   help="Local worker processes (default: all cores).")
     @click.option("--force", is_flag=True, help="Re-encode files already encoded with the same fingerprints.")
+    @click.option("--source", "sources", multiple=True, metavar="SOURCE", help=_SOURCE_HELP)
     @click.option("--quiet", is_flag=True, help="No progress bars.")
     @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-    @click.argument("files", nargs=-1)
+    @click.argument("files", nargs=-1, metavar="[SOURCES]...")
     def encode(config_path: str, tokenizer_dir: str | None, out: str, merged: str | None,
-               scheduler: str | None, workers: int | None, force: bool, quiet: bool,
-               as_json: bool, files: tuple[str, ...]) -> None:
-        """Encode FILES (or data.encode_files) with the trained tokenizers into a token store."""
+               scheduler: str | None, workers: int | None, force: bool, sources: tuple[str, ...],
+               quiet: bool, as_json: bool, files: tuple[str, ...]) -> None:
+        """Encode SOURCES (or data.encode_files) with the trained tokenizers into a token store:
+        one part per file, one per HEALPix partition of a hats://PATH catalogue."""
         from .config import load_config
         from .errors import ConfigError
         from .pipeline import encode_files, merge_store
@@ -117,8 +142,8 @@ def add_commands(cli: click.Group) -> None:
                 f"{tdir}: no trained tokenizer for config section(s) {missing}; "
                 f"it holds {tset.names()}"
             )
-        inputs = _files(config, files, "encode_files")
-        with _engine(scheduler, workers) as engine:
+        inputs = _files(config, files + sources, "encode_files")
+        with _engine(scheduler, workers, inputs) as engine:
             records = encode_files(inputs, tdir, out, engine=engine, progress=not quiet,
                                    force=force, sections=wanted or None)
         if merged:
@@ -133,6 +158,8 @@ def add_commands(cli: click.Group) -> None:
         click.echo(f"{n_enc} files encoded, {len(records) - n_enc} skipped (already encoded with "
                    f"the same tokenizer fingerprints), {summary['rows']} rows -> {out}")
         for r in records:
-            click.echo(f"  {r['status']:<8} {r['rows']:>8} rows  {r['file']}")
+            pixel = (f"  (order {r['healpix']['order']}, pixel {r['healpix']['pixel']})"
+                     if "healpix" in r else "")
+            click.echo(f"  {r['status']:<8} {r['rows']:>8} rows  {r['file']}{pixel}")
         if merged:
             click.echo(f"merged store: {merged}")

@@ -293,7 +293,12 @@ def concat_columns(key: TokenKey, parts: Sequence[np.ndarray | Ragged]) -> np.nd
     return np.concatenate([np.asarray(p) for p in parts])
 
 
-def source_info(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """What a store records of its input file: resolved path, size and modification time."""
+def source_info(path: Any) -> dict[str, Any]:
+    """What a store records of its input file: resolved path, size and modification time
+    (another source: what its ``info()`` gives, see :mod:`astromodal_core.sources`)."""
+    if not isinstance(path, (str, os.PathLike)) or not Path(path).is_file():
+        from .sources import open_source
+
+        return open_source(path).info()
     st = Path(path).stat()
     return {"path": str(Path(path).resolve()), "size": int(st.st_size), "mtime_ns": int(st.st_mtime_ns)}

@@ -1,4 +1,5 @@
-"""A token store directory: one ``<stem>.tokens.parquet`` part per input file, and merging.
+"""A token store directory: one ``<stem>.tokens.parquet`` part per input file (or HATS
+partition), and merging.
 
 Each part is written atomically and records the fingerprints of the tokenizer set that made
 it and the size / modification time of its source, so a re-run skips finished parts and
@@ -22,10 +23,12 @@ STORE_SUFFIX = ".tokens.parquet"
 
 
 def store_path_for(store_dir: PathLike, path: PathLike) -> Path:
-    """Where :func:`~astromodal_core.pipeline.encode_files` writes the tokens of ``path``."""
-    name = Path(path).name
-    stem = name[: -len(".parquet")] if name.endswith(".parquet") else name
-    return Path(store_dir) / f"{stem}{STORE_SUFFIX}"
+    """Where :func:`~astromodal_core.pipeline.encode_files` writes the tokens of the file
+    ``path`` (its name without ``.parquet`` or a FITS ending; a HATS partition's part is
+    ``Norder=<o>_Npix=<p>.tokens.parquet``)."""
+    from .sources import _stem
+
+    return Path(store_dir) / f"{_stem(Path(path))}{STORE_SUFFIX}"
 
 
 def is_encoded(out: PathLike, source: PathLike, fingerprints: Mapping[str, str]) -> bool:

@@ -270,10 +270,14 @@ class Tokenizer(abc.ABC):
         return self
 
     def train(self: T, sources: PathLike | Sequence[PathLike], *, progress: bool = False) -> T:
-        """Fit on one or more datacube files; memory holds one merged sample and one file's."""
+        """Fit on one or more sources (parquet / FITS files, directories, ``hats://`` catalogues,
+        astropy tables: see :mod:`astromodal_core.sources`), one file or partition at a time;
+        memory holds one merged sample and one file's."""
         from tqdm.auto import tqdm
 
-        files = as_file_list(sources)
+        from .sources import source_list
+
+        files = source_list(sources)
         bar = tqdm(files, desc=f"{self.name or type(self).__name__}: sampling", unit="file",
                    disable=not progress, leave=False)
         return self.fit_from_samples(self.sample_file(f) for f in bar)
@@ -290,8 +294,10 @@ class Tokenizer(abc.ABC):
         from tqdm.auto import tqdm
 
         from .io import iter_batches, num_rows
+        from .sources import source_arg
 
         self.check_fitted()
+        path = source_arg(path)
         size = int(batch_size or self.encode_batch_size)
         total = -(-num_rows(path) // size)
         batches = iter_batches(path, self.input_columns(path), batch_size=size)
@@ -302,8 +308,10 @@ class Tokenizer(abc.ABC):
     def encode(self, path: PathLike, *, batch_size: int | None = None,
                progress: bool = False) -> dict[str, Any]:
         """Tokens of a whole file: ``{token key: tokens, "ids": int64, "id_col": str}``."""
+        from .sources import source_arg
         from .store import concat_columns
 
+        path = source_arg(path)
         ids, parts = [], []
         for batch_ids, cols in self.iter_token_batches(path, batch_size=batch_size, progress=progress):
             ids.append(np.asarray(batch_ids, dtype=np.int64))
@@ -318,8 +326,10 @@ class Tokenizer(abc.ABC):
     def encode_to_store(self, path: PathLike, out: PathLike, *, batch_size: int | None = None,
                         progress: bool = False) -> Path:
         """Stream a file's tokens into a token store at ``out`` (atomic: all or nothing)."""
+        from .sources import source_arg
         from .store import TokenStoreWriter, source_info
 
+        path = source_arg(path)
         fp = self.fingerprint
         with TokenStoreWriter(out, self.token_keys, id_col=self.id_col,
                               fingerprints={k.name: fp for k in self.token_keys},

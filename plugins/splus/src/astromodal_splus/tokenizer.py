@@ -19,11 +19,21 @@ Column names. ``scalar_columns``, ``mag_filter_col`` and the keys of ``error_col
 canonical names (the seed's defaults, e.g. ``mag_pstotal_r``); ``column_map`` maps a canonical
 name to the file's column (``{"mag_pstotal_r": "r_auto", "err_mag_pstotal_r": "e_r_auto"}``).
 Token keys and ``scalar_cols`` are always canonical, so a model trained on tokens of one
-catalogue reads tokens of another.
+catalogue reads tokens of another. ``column_map`` may instead name a map this plugin ships for a
+survey catalogue (``"splus-dr4-auto"``, ``{"map": "splus-dr4-auto", "suffix": "_dual"}``, a list
+of them: see :mod:`astromodal_splus.columns`): its columns, its "not measured" values (as
+sentinels of those columns, unless ``column_sentinels`` says otherwise) and, when
+``scalar_columns`` is not given, its scalar columns; when the map has no ``mag_pstotal_r``, the
+default row filter is off.
+
+Placeholders. Training counts, in every row read, the values surveys write for "not measured"
+(99, -99, 99.99, -999...: :mod:`astromodal_core.placeholders`); one that is frequent in a column
+but not a sentinel of it gives a ``RuntimeWarning`` naming the column and the value.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import numbers
 import os
@@ -38,17 +48,22 @@ import pyarrow as pa
 from astromodal_core import CodecFormatError, DataError, Tokenizer, TokenKey
 from astromodal_core.blocks.quantile import BinTable, QuantileBins, missing_mask, resolve_backend
 from astromodal_core.io import id_column, iter_batches, num_rows, numeric_column
+from astromodal_core.placeholders import PlaceholderCounts, spike_message
 from astromodal_core.sampling import BottomK, hash_keys32
 from astromodal_core.serialize import fingerprint
+from astromodal_core.sources import source_arg
 
 from .codecs import ScalarColumnCodec, codec_for_column
 from .columns import (
     DEFAULT_SCALAR_COLUMNS,
     DEFAULT_SENTINELS,
     check_unique_keys,
+    column_maps,
     default_error_columns,
     default_sentinels,
     file_column,
+    is_map_reference,
+    resolve_column_map,
     token_key_name,
 )
 
@@ -58,6 +73,8 @@ SAMPLE_FORMAT = 2  # 2: uint32 keys (half the memory of format 1's uint64)
 RUNTIME_SETTINGS = ("batch_size", "backend", "progress")
 
 PathLike = str | os.PathLike[str]
+#: the default row-filter column (``mag_filter_col``)
+DEFAULT_FILTER_COLUMN = "mag_pstotal_r"
 
 
 def _float_column(batch: pa.RecordBatch, name: str, path: Any) -> np.ndarray:
@@ -98,6 +115,11 @@ def _sentinel_list(name: str, value: Any) -> tuple[float, ...]:
     return tuple(_number(f"{name}[{i}]", s) for i, s in enumerate(value))
 
 
+def _label(path: Any) -> str:
+    """A short label of a source for progress bars: a file's name, another source's name."""
+    return Path(path).name if isinstance(path, (str, os.PathLike)) else str(path)
+
+
 def _widened(reservoir: BottomK) -> BottomK:
     """The same reservoir holding float64 values (a later file has a float64 column)."""
     keys, values = reservoir.arrays()
@@ -133,7 +155,7 @@ class ScalarTokenizer(Tokenizer):
         *,
         max_values_per_file_per_col: int | None = 100_000,
         id_col: str = "id",
-        column_map: Mapping[str, str] | None = None,
+        column_map: Mapping[str, Any] | str | Sequence[Any] | None = None,
         error_columns: Mapping[str, str] | None = None,
         sentinels: Sequence[float] = DEFAULT_SENTINELS,
         column_sentinels: Mapping[str, Sequence[float]] | None = None,
@@ -143,6 +165,13 @@ class ScalarTokenizer(Tokenizer):
     ):
         if isinstance(scalar_columns, str):
             raise ValueError(f"scalar_columns must be a list of column names, got the string {scalar_columns!r}")
+        named = None
+        if column_map is not None and is_map_reference(column_map):
+            named = resolve_column_map(column_map)  # a survey's shipped map (column_maps/*.yaml)
+            if scalar_columns is None:
+                scalar_columns = list(named.scalar_columns)
+            if mag_filter_col == DEFAULT_FILTER_COLUMN and mag_filter_col not in named.columns:
+                mag_filter_col = None  # the map has no such column: no default row filter
         cols = list(DEFAULT_SCALAR_COLUMNS if scalar_columns is None else scalar_columns)
         if not cols or not all(isinstance(c, str) and c for c in cols):
             raise ValueError(f"scalar_columns must be a non-empty list of column names, got {cols!r}")
@@ -172,7 +201,12 @@ class ScalarTokenizer(Tokenizer):
         self.apply_row_filter = bool(apply_row_filter) and mag_filter_col is not None
         self.apply_magerr_filter = bool(apply_magerr_filter)
         self.id_col = id_col
-        self.column_map = _names("column_map", column_map or {})
+        if named is None:
+            self.column_map: Any = _names("column_map", column_map or {})
+            self._file_names = self.column_map
+        else:
+            self.column_map = json.loads(json.dumps(column_map))  # the reference, as given
+            self._file_names = dict(named.columns)
         self.error_columns = (default_error_columns(cols) if error_columns is None
                               else _names("error_columns", error_columns))
         unknown = [c for c in self.error_columns if c not in cols]
@@ -191,6 +225,9 @@ class ScalarTokenizer(Tokenizer):
             raise ValueError(
                 f"column_sentinels names {unknown}, which are not scalar, error or row-filter columns"
             )
+        # what the named map declares "not measured", where the settings do not say otherwise
+        self._map_sentinels = {c: list(v) for c, v in (named.sentinels if named else {}).items()
+                               if c in known and c not in self.column_sentinels}
         self.batch_size = _integer("batch_size", batch_size, 1)
         resolve_backend(backend)
         self.progress = bool(progress)
@@ -213,10 +250,10 @@ class ScalarTokenizer(Tokenizer):
             "max_values_per_file_per_col": self.max_values_per_file_per_col,
             "rng_seed": self.rng_seed,
             "id_col": self.id_col,
-            "column_map": dict(self.column_map),
+            "column_map": dict(self._file_names),
             "error_columns": dict(self.error_columns),
             "sentinels": list(self.sentinels),
-            "column_sentinels": {k: list(v) for k, v in self.column_sentinels.items()},
+            "column_sentinels": {k: list(v) for k, v in {**self._map_sentinels, **self.column_sentinels}.items()},
         }
 
     # ------------------------------------------------------------------ properties
@@ -262,6 +299,8 @@ class ScalarTokenizer(Tokenizer):
         ``sentinels`` for magnitude and magnitude-error columns, else none."""
         if column in self.column_sentinels:
             return tuple(self.column_sentinels[column])
+        if column in self._map_sentinels:
+            return tuple(self._map_sentinels[column])
         return default_sentinels(column, self.sentinels)
 
     @property
@@ -319,7 +358,7 @@ class ScalarTokenizer(Tokenizer):
 
     # ------------------------------------------------------------------ training
     def _file_col(self, name: str) -> str:
-        return file_column(name, self.column_map)
+        return file_column(name, self._file_names)
 
     def _training_columns(self) -> list[str]:
         names = [self.id_col]
@@ -335,8 +374,12 @@ class ScalarTokenizer(Tokenizer):
         """Bounded per-column samples of one file, after the filters (a plain dict of arrays).
 
         ``train(files)`` equals ``fit_from_samples([sample_file(f) for f in files])``; the state
-        holds only numpy arrays, numbers and strings, so it can travel between processes.
+        holds only numpy arrays, numbers and strings, so it can travel between processes. It
+        also counts, over every row read, the survey placeholders (99, -99, 99.99...) in each
+        column, so that training warns about one not declared a sentinel.
         """
+        path = source_arg(path)
+        placeholders = PlaceholderCounts()
         k_file = self.max_values_per_file_per_col or self.max_values_per_col
         k_file = min(k_file, self.max_values_per_col)
         # values keep the file's float width (a float32 column stays float32: exact, half the
@@ -350,16 +393,21 @@ class ScalarTokenizer(Tokenizer):
             keep = np.ones(len(ids), dtype=bool)
             if self.apply_row_filter:
                 f = numeric_column(batch, self._file_col(str(self.mag_filter_col)), path)
+                if self.mag_filter_col not in self.scalar_columns:
+                    placeholders.add(str(self.mag_filter_col), f)
                 with np.errstate(invalid="ignore"):
                     keep = (f >= self.mag_min) & (f <= self.mag_max)
                 keep &= ~missing_mask(f, self.sentinels_of(str(self.mag_filter_col)))
             n_pass += int(keep.sum())
             for c in self.scalar_columns:
                 v = _float_column(batch, self._file_col(c), path)
+                placeholders.add(c, v)
                 ok = keep & ~missing_mask(v, self.sentinels_of(c))
                 if self.apply_magerr_filter and c in self.error_columns:
                     ec = self.error_columns[c]
                     e = _float_column(batch, self._file_col(ec), path)
+                    if ec not in self.scalar_columns:
+                        placeholders.add(ec, e)
                     with np.errstate(invalid="ignore"):
                         ok &= (e <= self.magerr_max) & ~missing_mask(e, self.sentinels_of(ec))
                 n_valid[c] += int(ok.sum())
@@ -388,6 +436,7 @@ class ScalarTokenizer(Tokenizer):
             "n_rows": n_rows,
             "n_pass": n_pass,
             "columns": columns,
+            "placeholders": placeholders.as_dict(),
         }
 
     def _merged_form(self, state: Mapping[str, Any]) -> dict[str, Any]:
@@ -409,6 +458,7 @@ class ScalarTokenizer(Tokenizer):
             "format": SAMPLE_FORMAT,
             "settings": state["settings"],
             "files": [file],
+            "placeholders": dict(state.get("placeholders") or {}),
             "columns": {
                 c: {"keys": np.asarray(cols[c]["keys"], dtype=np.uint32), "values": np.asarray(cols[c]["values"]),
                     "n_valid": int(cols[c]["n_valid"]),
@@ -433,8 +483,10 @@ class ScalarTokenizer(Tokenizer):
             del reservoir
             columns[c] = {"keys": keys, "values": values, "n_valid": ca["n_valid"] + cb["n_valid"],
                           "empty_in": ca["empty_in"] + cb["empty_in"]}
+        counts = PlaceholderCounts.from_dict(a.get("placeholders")).merge(
+            PlaceholderCounts.from_dict(b.get("placeholders")))
         return {"format": SAMPLE_FORMAT, "settings": a["settings"], "files": a["files"] + b["files"],
-                "columns": columns}
+                "columns": columns, "placeholders": counts.as_dict()}
 
     def _fit(self, sample: Mapping[str, Any]) -> None:
         merged = self._merged_form(sample)
@@ -451,6 +503,7 @@ class ScalarTokenizer(Tokenizer):
                 )
             samples.append(values)
         self.quantiles.fit(samples)
+        self._warn_placeholders(merged)
         eff = self.quantiles.effective_bins
         for c, t in zip(self.scalar_columns, self.quantiles.tables or ()):
             if t.effective_bins < self.n_bins:
@@ -476,6 +529,24 @@ class ScalarTokenizer(Tokenizer):
             for c, t in zip(self.scalar_columns, self.quantiles.tables or ())
         }
 
+    def _warn_placeholders(self, merged: Mapping[str, Any]) -> None:
+        """Warn, naming the columns and values, when a survey placeholder (99, -99, 99.99...)
+        is frequent in the training rows of a column but not declared a sentinel there (a
+        column with its own ``column_sentinels`` entry is the user's decision: never warned)."""
+        counts = PlaceholderCounts.from_dict(merged.get("placeholders"))
+        spikes = counts.spikes(self.sentinels_of, skip=self.column_sentinels)
+        if not spikes:
+            return
+        names = {s.column: (repr(self._file_col(s.column)) if self._file_col(s.column) == s.column
+                            else f"{s.column!r} (file column {self._file_col(s.column)!r})")
+                 for s in spikes}
+        declare = {}
+        for s in spikes:
+            declare.setdefault(s.column, []).append(s.value)
+        hint = (f"Declare them (column_sentinels: {declare}) or read the catalogue through a column "
+                f"map that declares them (column_map: NAME; shipped: {sorted(column_maps())})")
+        warnings.warn(spike_message(spikes, names=names, hint=hint), RuntimeWarning, stacklevel=4)
+
     def train(self, sources: PathLike | Sequence[PathLike], *,
               progress: bool | None = None) -> ScalarTokenizer:
         """Fit the bins on parquet datacubes (bounded memory, order-independent); return self."""
@@ -494,11 +565,12 @@ class ScalarTokenizer(Tokenizer):
         from tqdm.auto import tqdm
 
         self.check_fitted()
+        path = source_arg(path)
         names = [self.id_col, *(self._file_col(c) for c in self.scalar_columns)]
         total = num_rows(path)
         show = self.progress if progress is None else progress
         size = int(batch_size or self.batch_size)
-        with tqdm(total=total, desc=f"scalar: {Path(path).name}", unit="row", disable=not show) as bar:
+        with tqdm(total=total, desc=f"scalar: {_label(path)}", unit="row", disable=not show) as bar:
             pending: tuple[np.ndarray, np.ndarray, list[Any]] | None = None
             try:
                 for batch in iter_batches(path, list(dict.fromkeys(names)), batch_size=size):
@@ -543,7 +615,7 @@ class ScalarTokenizer(Tokenizer):
         value, 1 more for the mask); :meth:`encode_to_store` streams files larger than that.
         """
         self.check_fitted()
-        path = parquet_path
+        path = source_arg(parquet_path)
         n = num_rows(path)
         tokens = np.empty((n, len(self.scalar_columns)), dtype=np.uint16)
         ids = np.empty(n, dtype=np.int64)
