@@ -285,3 +285,22 @@ def test_a_broken_source_plugin_is_isolated(tmp_path):
         assert "astromodal-broken-src" in get_registry().broken
     finally:
         unregister("astromodal-broken-src")
+
+
+def test_a_lazy_lsdb_catalogue_is_a_source(hats_catalogue, catalogue, srctoy_plugin):
+    """An lsdb Catalog (here a query, computed partition by partition) encodes to the tokens of
+    the same rows read from the parquet file."""
+    lsdb = pytest.importorskip("lsdb")
+    from astromodal_core.sources import LsdbSource
+
+    bright = lsdb.open_catalog(hats_catalogue).query("mag < 19")
+    src = open_source(bright)
+    assert isinstance(src, LsdbSource)
+    want = pq.read_table(catalogue["parquet"]).to_pandas().query("mag < 19")
+    assert src.num_rows == len(want)
+    tok = srctoy_plugin.SrcToy(columns=["mag"]).train(catalogue["parquet"])
+    got = tok.encode(bright)
+    ref = tok.encode(pa.Table.from_pandas(want, preserve_index=False))
+    a, b = np.argsort(got["ids"]), np.argsort(ref["ids"])
+    np.testing.assert_array_equal(got["ids"][a], ref["ids"][b])
+    np.testing.assert_array_equal(got["tok_src_mag"][a], ref["tok_src_mag"][b])
