@@ -23,9 +23,9 @@ from astromodal_core.pipeline import (
     store_path_for,
     train_tokenizers,
 )
-from astromodal_core.tokenizer_set import TokenizerSet
 from astromodal_core.pipeline_cli import add_commands
 from astromodal_core.store import read_token_store, store_metadata
+from astromodal_core.tokenizer_set import TokenizerSet
 
 CONFIG = {"tokenizers": {"wise": {"n_bins": 32, "max_values_per_col": 200, "rng_seed": 7}}}
 
