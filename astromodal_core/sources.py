@@ -80,6 +80,7 @@ __all__ = [
     "source_label",
     "source_arg",
     "source_list",
+    "write_fits",
 ]
 
 
@@ -701,6 +702,64 @@ class LsdbSource(Source):
             frame = d.compute()
             table = pa.Table.from_pandas(frame[columns], preserve_index=False)
             yield from table.to_batches(max_chunksize=batch_size)
+
+
+def _arrow_to_astropy(col: pa.ChunkedArray | pa.Array, name: str) -> Any:
+    """One arrow column as an astropy column: nulls masked (lists: empty), lists as
+    variable-length arrays, fixed-size lists as vectors."""
+    from astropy.table import Column, MaskedColumn
+
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    t = arr.type
+    n = len(arr)
+    null = arr.is_null().to_numpy(zero_copy_only=False) if arr.null_count else None
+    if pa.types.is_fixed_size_list(t):
+        size = t.list_size
+        filled = arr.fill_null(pa.scalar([0] * size, type=t)) if null is not None else arr
+        flat = filled.flatten().to_numpy(zero_copy_only=False).reshape(n, size)
+        if null is None:
+            return Column(flat, name=name)
+        return MaskedColumn(flat, name=name, mask=np.repeat(null[:, None], size, axis=1))
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        offsets = arr.offsets.to_numpy(zero_copy_only=False)
+        flat = arr.values.to_numpy(zero_copy_only=False)
+        rows = np.empty(n, dtype=object)
+        for i in range(n):
+            rows[i] = flat[offsets[i]:offsets[i + 1]] if null is None or not null[i] else flat[:0]
+        return Column(rows, name=name)
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        values = np.array([v if v is not None else "" for v in arr.to_pylist()], dtype=str)
+        return Column(values, name=name) if null is None else MaskedColumn(values, name=name, mask=null)
+    if null is None:
+        return Column(arr.to_numpy(zero_copy_only=False), name=name)
+    fill = pa.scalar(False if pa.types.is_boolean(t) else 0, type=t)
+    return MaskedColumn(arr.fill_null(fill).to_numpy(zero_copy_only=False), name=name, mask=null)
+
+
+def write_fits(source: Any, path: PathLike, *, overwrite: bool = False) -> Path:
+    """Write any source as a FITS binary table (through astropy; the whole table in memory):
+    nulls become masked values (``TNULL`` integers, NaN floats), list columns variable-length
+    arrays, units the columns' units. Reading it back gives the same batches."""
+    _need_astropy(f"writing {path}")
+    from astropy.table import Table
+
+    src = open_source(source)
+    table = pa.Table.from_batches(list(src.iter_batches(allow_empty=True)), schema=src.schema_arrow) \
+        if src.num_rows else src.schema_arrow.empty_table()
+    out = Table()
+    for field in table.schema:
+        col = _arrow_to_astropy(table.column(field.name), field.name)
+        unit = (field.metadata or {}).get(b"unit")
+        if unit:
+            col.unit = unit.decode()
+        out[field.name] = col
+    path = Path(path)
+    with warnings.catch_warnings():
+        from astropy.units import UnitsWarning
+
+        warnings.simplefilter("ignore", UnitsWarning)
+        out.write(path, format="fits", overwrite=overwrite)
+    return path
 
 
 # plugin-provided sources ------------------------------------------------------------------------

@@ -94,18 +94,23 @@ def test_demo_end_to_end(tmp_path):
 
 
 def test_demo_without_the_model(tmp_path, no_demo_tokenizer):
+    """... and from the datacube as FITS tables (--format fits)."""
     out = tmp_path / "report"
     with pytest.warns(RuntimeWarning, match="demo: skipping tokenizer 'nodemo' of plugin "
                       "'astromodal-nodemo-test': that plugin registers no demo columns"):
         res = CliRunner().invoke(_cli(), ["demo", "--out", str(out), "--n", "80", "--files", "1",
                                           "--cutout-size", "16", "--no-model", "--workers", "1",
-                                          "--quiet", "--json"], catch_exceptions=False)
+                                          "--format", "fits", "--quiet", "--json"], catch_exceptions=False)
     assert res.exit_code == 0, res.output
     summary = json.loads(res.stdout)  # progress bars of other code may reach stderr
     assert summary["skipped_tokenizers"] == ["nodemo"]
     assert set(summary["tokenizers"]) == {"scalar", "spectrum", "image"}
     assert "skipped" in summary["model"] and "redshift_prediction.png" not in summary["plots"]
     assert (out / "report.md").is_file() and (out / "tokens.parquet").is_file()
+    assert summary["datacube"]["format"] == "fits"
+    assert summary["datacube"]["inputs"] == [str(out / "datacube" / "demo_datacube_000.fits")]
+    assert store_metadata(out / "store" / "demo_datacube_000.tokens.parquet")["source"]["path"] == str(
+        (out / "datacube" / "demo_datacube_000.fits").resolve())
 
 
 def test_hook_register_demo_columns():

@@ -35,10 +35,13 @@ def astromodal_register_commands(cli: Any) -> None:
     @click.option("--workers", type=click.IntRange(min=1), default=None,
                   help="Local worker processes (default: all cores).")
     @click.option("--no-model", is_flag=True, help="Stop after the tokenizers (as without astromodal-model).")
+    @click.option("--format", "datacube_format", type=click.Choice(["parquet", "fits"]), default="parquet",
+                  show_default=True, help="Train and encode from the datacube as parquet or as FITS "
+                  "tables (written beside it; needs astropy).")
     @click.option("--quiet", is_flag=True, help="No progress bars.")
     @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
     def demo(out: str, n: int, seed: int, n_files: int, cutout_size: int, steps: int,
-             workers: int | None, no_model: bool, quiet: bool, as_json: bool) -> None:
+             workers: int | None, no_model: bool, datacube_format: str, quiet: bool, as_json: bool) -> None:
         """Generate a demo sky, train every installed tokenizer, encode, train the tiny model and
         write a report directory (report.md, PNG plots, summary.json)."""
         import json
@@ -51,7 +54,7 @@ def astromodal_register_commands(cli: Any) -> None:
         echo = (lambda _msg: None) if as_json else click.echo
         summary = run_demo(out, n=n, seed=seed, n_files=n_files, cutout_size=cutout_size,
                            steps=steps, workers=workers, with_model=False if no_model else None,
-                           progress=not quiet and not as_json, echo=echo)
+                           progress=not quiet and not as_json, echo=echo, datacube_format=datacube_format)
         if as_json:
             click.echo(json.dumps({k: v for k, v in summary.items() if k != "table"},
                                   indent=2, default=str))

@@ -135,8 +135,14 @@ def run_demo(
     with_model: bool | None = None,
     progress: bool = True,
     echo: Callable[[str], None] = print,
+    datacube_format: str = "parquet",
 ) -> dict[str, Any]:
-    """Run the whole demo into ``out``; returns the summary (also in ``out/summary.json``)."""
+    """Run the whole demo into ``out``; returns the summary (also in ``out/summary.json``).
+
+    ``datacube_format="fits"`` also writes every datacube file as a FITS binary table
+    (``datacube/demo_datacube_*.fits``) and trains and encodes from those."""
+    if datacube_format not in ("parquet", "fits"):
+        raise ConfigError(f"datacube format must be 'parquet' or 'fits', got {datacube_format!r}")
     t_start = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -172,6 +178,12 @@ def run_demo(
                                options={"cutout_size": cutout_size}, contributions=contributions,
                                progress=progress))
     files = list(cube.files)
+    inputs: list[Path] = files
+    if datacube_format == "fits":  # the tokenizers read FITS tables (astromodal_core.sources)
+        from astromodal_core.sources import write_fits
+
+        inputs = [write_fits(f, f.with_name(f.name.removesuffix(".parquet") + ".fits"), overwrite=True)
+                  for f in files]
     truth = _truth(files)
     classes, counts = np.unique(truth["true_class"], return_counts=True)
     summary["datacube"] = {
@@ -180,6 +192,8 @@ def run_demo(
         "columns": {k: len(v) for k, v in cube.columns.items()},
         "real_samples": [s for s in truth.get("real_source", []) if s],
         "seconds": cube.seconds,
+        "format": datacube_format,
+        "inputs": [str(f) for f in inputs],
     }
 
     settings = demo_tokenizer_settings(cutout_size, seed)
@@ -190,12 +204,12 @@ def run_demo(
     try:
         saved = steps_box.run(
             f"train tokenizers {sorted(config['tokenizers'])} (config.yaml)",
-            lambda: train_tokenizers(config, files, out / "tokenizers", engine=engine,
+            lambda: train_tokenizers(config, inputs, out / "tokenizers", engine=engine,
                                      progress=progress,
                                      on_trained=lambda m, sec: train_times.__setitem__(m.name, sec)))
         records = steps_box.run(
             "encode the token store",
-            lambda: encode_files(files, out / "tokenizers", out / "store", engine=engine,
+            lambda: encode_files(inputs, out / "tokenizers", out / "store", engine=engine,
                                  progress=progress))
     finally:
         engine.close()
