@@ -113,8 +113,25 @@ def test_ztf_rules(tmp_path: Path) -> None:
         tok = SpectrumTokenizer(codebook_size=8, norm_bins=8, max_points_per_row=2,
                                 progress=False).train([path])
     assert [g["name"] for g in tok.groups] == ["ztf_g"]  # auto-detected
-    res = tok.encode(path)
-    toks = res["tokens_ztf_g"]
+    res = tok.encode(path)  # ragged rows (the default): as long as each light curve
+    assert res["tokens_ztf_g_indptr"].tolist() == [0, 3, 4, 6]
+    toks = res["tokens_ztf_g_flat"]
+    assert toks[2] == 8 and toks[:2].max() < 8  # NaN magnitude: masked point
+    assert toks[3] < 8  # one point: one token
+    assert toks[4] == 8 and toks[5] < 8  # 99 sentinel: masked
+    # days since the first valid point in 0.5-day bins; 5 bins (twice the longest span, 1 day),
+    # so 5 is the mask token of the masked points
+    assert res["tokens_ztf_g_time_flat"].tolist() == [0, 2, 5, 0, 5, 0]
+    assert tok.token_values("tok_lightcurve_ztf_g_time").tolist()[:5] == [0.0, 0.5, 1.0, 1.5, 2.0]
+    assert res["tokens_ztf_g_time_indptr"].tolist() == [0, 3, 4, 6]
+    legacy = {"name": "ztf_g", "kind": "ztf_mag_err", "layout": "padded", "time_encoding": "delta"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        padded = SpectrumTokenizer(codebook_size=8, norm_bins=8, max_points_per_row=2,
+                                   groups=[legacy], progress=False).train([path])
+    assert padded.groups[0] == {k: v for k, v in tok.groups[0].items()
+                                if k not in ("layout", "time_encoding", "time_step", "time_span")}
+    toks = padded.encode(path)["tokens_ztf_g"]
     assert toks.shape == (3, 3)
     assert toks[0, 2] == 8  # NaN magnitude: masked point
     assert toks[1, 0] < 8 and np.all(toks[1, 1:] == 8)  # one point: one token, then padding

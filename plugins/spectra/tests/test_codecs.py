@@ -67,9 +67,20 @@ def test_ztf_codec_conforms(tmp_path: Path) -> None:
     missing.mag[0] = np.nan
     codec = ZTFLightCurveCodec({"name": "ztf_r", "kind": "ztf_mag_err", "patch_size": 2},
                                codebook_size=32, norm_bins=16)
-    done = check_codec(codec, _ztf(), _ztf(4), missing=missing, tmp_dir=tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # test rows span more days than training
+        done = check_codec(codec, _ztf(), _ztf(4), missing=missing, tmp_dir=tmp_path)
     assert "check_missing_masked" in done
-    assert codec.token_keys[0].max_length == 10  # 20 points in patches of 2
+    main, time, norm = codec.token_keys
+    assert (main.layout, main.max_length) == ("ragged", 8)  # 15 points in patches of 2
+    assert (time.name, time.layout, time.max_length, time.ordinal) == (
+        "tok_lightcurve_ztf_r_time", "ragged", 8, True)
+    legacy = ZTFLightCurveCodec({"name": "ztf_r", "kind": "ztf_mag_err", "patch_size": 2,
+                                 "layout": "padded", "time_encoding": "delta"},
+                                codebook_size=32, norm_bins=16)
+    (tmp_path / "legacy").mkdir()
+    check_codec(legacy, _ztf(), _ztf(4), missing=missing, tmp_dir=tmp_path / "legacy")
+    assert [(k.layout, k.max_length) for k in legacy.token_keys] == [("sequence", 10), ("scalar", 1)]
 
 
 def test_xp_codec_conforms(tmp_path: Path) -> None:
@@ -86,12 +97,18 @@ def test_xp_codec_conforms(tmp_path: Path) -> None:
 def test_ztf_decode_restores_magnitudes_and_relative_times() -> None:
     lc = _ztf(8)
     codec = ZTFLightCurveCodec(codebook_size=64, norm_bins=64).train(lc)
-    dec = codec.decode(codec.encode(lc))
+    tokens = codec.encode(lc)
+    flat, indptr = tokens["tok_lightcurve_ztf_g"]
+    assert np.diff(indptr).tolist() == [15] * 8  # ragged: up to the last valid point
+    dec = codec.decode(tokens)
     valid = ~lc.mask
+    assert dec.mag.shape == (8, 15) and not valid[:, 15:].any()
+    valid = valid[:, :15]
     assert np.array_equal(~dec.mask, valid)
-    assert np.median(np.abs(dec.mag - lc.mag)[valid]) < 0.05
-    rel = lc.time - lc.time[:, :1]
-    assert np.median(np.abs(dec.time - rel)[valid]) < 5.0  # days since the first point
+    assert np.median(np.abs(dec.mag - lc.mag[:, :15])[valid]) < 0.05
+    rel = lc.time[:, :15] - lc.time[:, :1]
+    # days since the first point, in 0.5-day bins at every point: no error adds up
+    assert np.max(np.abs(dec.time - rel)[valid]) <= 0.25 + 1e-9
     assert dec.band == "g"
     lc.time[2, 3], lc.time[2, 4] = lc.time[2, 4], lc.time[2, 3]
     with pytest.raises(DataError, match="row 2: time is not sorted"):
@@ -121,7 +138,8 @@ def test_codec_manager_matches_tokenizer(small_cube: Path) -> None:
     cols = tok.to_token_columns(result)
     keys = {k.name: k for k in tok.token_keys}
     assert set(cols) == set(keys)
-    assert keys["tok_xp_bp"].layout == "ragged" and keys["tok_lightcurve_ztf_g"].layout == "sequence"
+    assert keys["tok_xp_bp"].layout == "ragged" and keys["tok_lightcurve_ztf_g"].layout == "ragged"
+    assert keys["tok_lightcurve_ztf_g_time"].layout == "ragged" and keys["tok_lightcurve_ztf_g_time"].ordinal
     assert keys["tok_spectrum_desi_b"].vocab_size == 33 and keys["tok_spectrum_desi_b"].mask_token == 32
     # normalisations are quantile bins (ordinal); k-means codebook ids are not
     assert keys["tok_spectrum_desi_b_norm"].ordinal and not keys["tok_spectrum_desi_b"].ordinal

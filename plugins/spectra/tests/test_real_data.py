@@ -130,3 +130,34 @@ def test_gaia_xp_sampling_matches_gaiaxpy_and_missing_bp_is_empty(
         np.testing.assert_allclose(dec.coefficients[i] @ xp_design["BP"], dec.flux[i],
                                    atol=0.05 * np.abs(flux).max())
 
+
+
+ZTF_SNIA = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "ztf_snia" / "ztf_snia_bts.parquet"
+
+
+@pytest.mark.skipif(not ZTF_SNIA.is_file(), reason="real ZTF SN Ia sample not in ../shared/data")
+def test_real_ztf_light_curves_ragged_with_times_under_a_day(tmp_path: Path) -> None:
+    """2289 real ZTF SN Ia light curves (g band): ragged rows no longer than the longest light
+    curve, decoded times within 0.25 day of the truth at every point, magnitudes within their
+    errors."""
+    table = pq.read_table(ZTF_SNIA, columns=["id", "ztf_mag_g", "ztf_magerr_g", "ztf_hmjd_g"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        tok = SpectrumTokenizer(codebook_size=256, norm_bins=256, groups=["ztf_g"],
+                                progress=False).train([ZTF_SNIA])
+    res = tok.encode(ZTF_SNIA)
+    lengths = np.array([len(r) for r in table.column("ztf_mag_g").to_pylist()])
+    keys = {k.name: k for k in tok.token_keys}
+    assert keys["tok_lightcurve_ztf_g"].max_length == lengths.max() == 140
+    assert np.diff(res["tokens_ztf_g_indptr"]).tolist() == lengths.tolist()
+    dec = tok.decode(res, "ztf_g")
+    for what, col in (("time", "ztf_hmjd_g"), ("mag", "ztf_mag_g")):
+        rows = table.column(col).to_pylist()
+        got = np.asarray(getattr(dec, what))
+        diff = np.concatenate([got[i, : len(r)] - (np.asarray(r) - r[0] if what == "time" else r)
+                               for i, r in enumerate(rows) if r])
+        if what == "time":
+            assert np.abs(diff).max() <= 0.25 + 1e-6
+        else:
+            errs = np.concatenate([r for r in table.column("ztf_magerr_g").to_pylist() if r])
+            assert np.median(np.abs(diff) / errs) < 0.2

@@ -19,9 +19,12 @@ from astromodal_core import CodecFormatError, TokenKeyError
 from astromodal_core.serialize import load_npz, save_npz
 
 LEGACY = DATA / "legacy_v0"
+#: the legacy save's settings; its ZTF group in the earlier (then default) padded, delta-time
+#: form, which a new group now has to ask for
 SETTINGS = {"codebook_size": 16, "norm_bins": 16, "max_features_per_group": 100,
             "max_rows_per_file": 4, "batch_size": 2,
-            "groups": ["desi_b", {"name": "ztf_g", "kind": "ztf_mag_err", "patch_size": 2}]}
+            "groups": ["desi_b", {"name": "ztf_g", "kind": "ztf_mag_err", "patch_size": 2,
+                                  "layout": "padded", "time_encoding": "delta"}]}
 
 
 @pytest.fixture(scope="module")

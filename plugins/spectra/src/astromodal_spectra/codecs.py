@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import os
+import warnings
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -58,17 +59,26 @@ class SpectrumGroupCodec(Codec):
     @property
     def token_keys(self) -> tuple[TokenKey, ...]:
         m = self.model
-        ragged = m.kind == "gaiaxpy_xp"
+        layout = "ragged" if m.ragged else "sequence"
         length = m.n_tokens if m.length is not None else 1
         modality = self.modalities[0].name
-        return (
-            TokenKey(self.key, m.codebook_size + 1, "ragged" if ragged else "sequence",
-                     max_length=length, modality=modality, mask_token=m.codebook_size,
-                     description=f"{m.spec['name']}: k-means tokens of {m.patch} point(s) each"),
-            TokenKey(f"{self.key}_norm", m.norm_bins + 1, "scalar", modality=modality,
-                     mask_token=m.norm_bins, ordinal=True,
-                     description=f"{m.spec['name']}: per-object normalisation"),
-        )
+        name = m.spec["name"]
+        what = "shape" if m.level_shape else "k-means"
+        keys = [TokenKey(self.key, m.codebook_size + 1, layout, max_length=length,
+                         modality=modality, mask_token=m.codebook_size,
+                         description=f"{name}: {what} tokens of {m.patch} point(s) each")]
+        about = {"_norm": "per-object normalisation",
+                 "_noise": "per-object noise (median sigma / flux scale)",
+                 "_level": f"mean flux of each patch of {m.patch} pixels",
+                 "_time": f"days since the first point, per patch ({m.spec.get('time_step')}-day bins)"}
+        for sfx in m.suffixes[1:]:
+            vocab = m.vocab(sfx) if (sfx != "_time" or m.time_bins) else 2
+            scalar = sfx in ("_norm", "_noise")
+            keys.append(TokenKey(f"{self.key}{sfx}", vocab, "scalar" if scalar else layout,
+                                 max_length=1 if scalar else length, modality=modality,
+                                 mask_token=vocab - 1, ordinal=True,
+                                 description=f"{name}: {about[sfx]}"))
+        return tuple(keys)
 
     @property
     def is_fitted(self) -> bool:
@@ -109,7 +119,7 @@ class SpectrumGroupCodec(Codec):
             if len(sample.vectors) == 0:
                 raise DataError(f"{type(self).__name__}: no valid points in the training data")
             self.model.fit(sample.vectors.sample(), sample.norms.sample(), sample.max_len,
-                           seed=self.rng_seed, n_iter=self.n_iter)
+                           seed=self.rng_seed, n_iter=self.n_iter, max_span=sample.max_span)
         else:
             from .tokenizer import SpectrumTokenizer
 
@@ -125,9 +135,12 @@ class SpectrumGroupCodec(Codec):
     def encode(self, modality: Modality) -> dict[str, Any]:
         self.check_fitted()
         pts = self.to_points(modality)
-        if pts.value.shape[1] > self.model.length:
-            raise DataError(f"{type(self).__name__}: {pts.value.shape[1]} points per row, more "
-                            f"than the {self.model.length} it was trained for")
+        m = self.model
+        if pts.value.shape[1] > m.length:
+            if not (m.ragged and m.kind == "ztf_mag_err"):
+                raise DataError(f"{type(self).__name__}: {pts.value.shape[1]} points per row, "
+                                f"more than the {m.length} it was trained for")
+            pts = _first_points(pts, m.length, str(m.spec["name"]))
         short = self.model.length - pts.value.shape[1]
         if short > 0 and self.model.kind != "gaiaxpy_xp":  # pad to the trained length
             def widen(a: np.ndarray | None, fill: float) -> np.ndarray | None:
@@ -135,32 +148,51 @@ class SpectrumGroupCodec(Codec):
 
             pts = Points(widen(pts.value, np.nan), widen(pts.sigma, np.nan),
                          widen(pts.valid, False), pts.lengths, widen(pts.time, 0.0))
-        tok, ntok = self.model.encode_points(pts)
-        return {self.key: self._layout(tok, pts.lengths > 0), f"{self.key}_norm": ntok}
+        toks, counts = self.model.encode_points(pts)
+        return {f"{self.key}{sfx}": tok if tok.ndim == 1 else self._layout(tok, pts.lengths > 0, counts)
+                for sfx, tok in toks.items()}
 
-    def _layout(self, tok: np.ndarray, present: np.ndarray) -> Any:
-        return tok
+    def _layout(self, tok: np.ndarray, present: np.ndarray, counts: np.ndarray | None) -> Any:
+        from .tokenizer import ragged_rows
+
+        return tok if counts is None else ragged_rows(tok, counts)
 
     def tokens_from_result(self, result: Mapping[str, Any]) -> dict[str, Any]:
         """The codec's token dict from a SpectrumTokenizer.encode result."""
         name = self.model.spec["name"]
-        main = result.get(f"tokens_{name}")
-        if main is None:
-            main = (result[f"tokens_{name}_flat"], result[f"tokens_{name}_indptr"])
-        return {self.key: main, f"{self.key}_norm": result[f"tokens_{name}_norm"]}
+        out: dict[str, Any] = {}
+        for sfx in self.model.suffixes:
+            value = result.get(f"tokens_{name}{sfx}")
+            if value is None:
+                value = (result[f"tokens_{name}{sfx}_flat"], result[f"tokens_{name}{sfx}_indptr"])
+            out[f"{self.key}{sfx}"] = value
+        return out
 
-    def _rect(self, tokens: Tokens) -> tuple[np.ndarray, np.ndarray]:
-        for k in (self.key, f"{self.key}_norm"):
+    def _rect(self, tokens: Tokens) -> dict[str, np.ndarray]:
+        """``{suffix: tokens}`` with ragged keys as rectangular rows padded with the mask."""
+        from .tokenizer import rect_rows
+
+        m = self.model
+        out: dict[str, np.ndarray] = {}
+        for sfx in m.suffixes:
+            k = f"{self.key}{sfx}"
             if k not in tokens:
                 raise TokenKeyError(f"{type(self).__name__}.decode needs token key {k!r}; "
                                     f"got {sorted(tokens)}")
-        return np.asarray(to_numpy(tokens[self.key])), np.asarray(to_numpy(tokens[f"{self.key}_norm"]))
+            value = tokens[k]
+            if isinstance(value, tuple):
+                flat, indptr = (np.asarray(to_numpy(v)) for v in value)
+                out[sfx] = rect_rows(flat, indptr, m.n_tokens, m.vocab(sfx) - 1,
+                                     f"{type(self).__name__}.decode: {k}")
+            else:
+                out[sfx] = np.asarray(to_numpy(value))
+        return out
 
     def decode(self, tokens: Tokens, **metadata: Any) -> Modality:
         self.check_fitted()
-        main, ntok = self._rect(tokens)
-        arrays = self.model.decode_tokens(main, ntok)
-        return self.from_arrays(arrays, len(ntok), **metadata)
+        rect = self._rect(tokens)
+        arrays = self.model.decode_tokens(rect)
+        return self.from_arrays(arrays, len(rect["_norm"].reshape(-1)), **metadata)
 
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         return self.model.config(), self.model.arrays()
@@ -175,6 +207,7 @@ class SpectrumGroupCodec(Codec):
                                 norm_bins=m.norm_bins, max_points_per_row=self.max_points_per_row,
                                 n_iter=self.n_iter, rng_seed=self.rng_seed, progress=False)
         tok.models = {m.spec["name"]: m}
+        tok.groups = [m.spec]
         return tok
 
     def save(self, path: PathLike) -> None:
@@ -197,6 +230,17 @@ class SpectrumGroupCodec(Codec):
         return cls(model=models[0], **{**settings, **kwargs})
 
 
+def _first_points(pts: Points, length: int, name: str) -> Points:
+    """The first ``length`` points of each row (a warning counts the longer rows)."""
+    over = int(np.count_nonzero(pts.lengths > length))
+    if over:
+        warnings.warn(f"group {name!r}: {over} light curve(s) longer than the {length} points "
+                      "it was trained for keep their first points", RuntimeWarning, stacklevel=3)
+    return Points(pts.value[:, :length], pts.sigma[:, :length], pts.valid[:, :length],
+                  np.minimum(pts.lengths, length),
+                  None if pts.time is None else pts.time[:, :length])
+
+
 def _mask_of(modality: Any, shape: tuple[int, ...]) -> np.ndarray:
     m = getattr(modality, "mask", None)
     return np.zeros(shape, dtype=bool) if m is None else np.asarray(to_numpy(m), dtype=bool)
@@ -209,7 +253,8 @@ def _check_finite(name: str, what: str, a: np.ndarray) -> None:
 
 
 class DESISpectrumCodec(SpectrumGroupCodec):
-    """DESISpectrum (one arm) <-> ``tok_spectrum_desi_<arm>`` + its ``_norm`` key."""
+    """DESISpectrum (one arm) <-> ``tok_spectrum_desi_<arm>`` + its ``_norm`` key (and
+    ``_level`` / ``_noise`` keys with ``encoding: level_shape``)."""
 
     modalities = (DESISpectrum,)
     kind = "flux_ivar"
@@ -251,9 +296,12 @@ class DESISpectrumCodec(SpectrumGroupCodec):
 
 
 class ZTFLightCurveCodec(SpectrumGroupCodec):
-    """ZTFLightCurve (one band) <-> ``tok_lightcurve_ztf_<band>`` + its ``_norm`` key.
+    """ZTFLightCurve (one band) <-> ``tok_lightcurve_ztf_<band>`` + its ``_norm`` key (and
+    ``_time`` key with ``time_encoding: since_first``).
 
     Decoded times are days since the first valid point (the absolute epoch is not tokenised).
+    With ``layout: ragged`` a row's tokens end at its last valid point (rows longer than the
+    trained length keep their first points, with a warning).
     """
 
     modalities = (ZTFLightCurve,)
@@ -278,7 +326,11 @@ class ZTFLightCurveCodec(SpectrumGroupCodec):
         if unsorted.any():
             row = int(np.flatnonzero(unsorted.any(axis=1))[0])
             raise DataError(f"ZTFLightCurve: row {row}: time is not sorted")
-        lengths = np.where(valid.any(axis=1), valid.shape[1], 0)
+        if self.model.ragged:  # a row ends at its last valid point
+            last = valid.shape[1] - np.argmax(valid[:, ::-1], axis=1)
+            lengths = np.where(valid.any(axis=1), last, 0)
+        else:
+            lengths = np.where(valid.any(axis=1), valid.shape[1], 0)
         return Points(np.where(valid, mag, np.nan), np.where(valid, err, np.nan), valid,
                       lengths, time=np.where(np.isfinite(t), t, 0.0))
 
@@ -337,7 +389,7 @@ class GaiaXPCodec(SpectrumGroupCodec):
         assert self.model.design is not None
         return read_xp(batch, spec, self.model.design, np.arange(n), "GaiaXPSpectrum")
 
-    def _layout(self, tok: np.ndarray, present: np.ndarray) -> Any:
+    def _layout(self, tok: np.ndarray, present: np.ndarray, counts: np.ndarray | None) -> Any:
         counts = np.where(present, tok.shape[1], 0)
         return (np.ascontiguousarray(tok[present].ravel()),
                 np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
@@ -360,7 +412,8 @@ class GaiaXPCodec(SpectrumGroupCodec):
         rect = np.full((n, t), self.model.codebook_size, dtype=np.int64)
         rect[present] = flat.reshape(-1, t)
         ntok = np.where(present, ntok, self.model.norm_bins)
-        return self.from_arrays(self.model.decode_tokens(rect, ntok), n, present=present)
+        return self.from_arrays(self.model.decode_tokens({"": rect, "_norm": ntok}), n,
+                                present=present)
 
     def from_arrays(self, arrays: dict[str, np.ndarray], n: int, **metadata: Any) -> Modality:
         from .xp import PSEUDO_WAVELENGTH, coefficients_from_flux

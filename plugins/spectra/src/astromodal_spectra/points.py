@@ -11,6 +11,7 @@ raise :class:`DataError` naming the file, column and row id.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -112,6 +113,18 @@ def read_flux_ivar(batch: pa.RecordBatch, spec: Mapping[str, Any], mask_col: str
     )
 
 
+def _cap(lengths: np.ndarray, length: int | None, name: str) -> np.ndarray:
+    """Ragged ZTF rows keep their first ``length`` points; a warning counts the longer rows."""
+    if length is None:
+        return lengths
+    over = int(np.count_nonzero(lengths > length))
+    if over:
+        warnings.warn(f"group {name!r}: {over} light curve(s) longer than the {length} points "
+                      "it was trained for keep their first points (set the group's 'length')",
+                      RuntimeWarning, stacklevel=4)
+    return np.minimum(lengths, length)
+
+
 def read_ztf(batch: pa.RecordBatch, spec: Mapping[str, Any], ids: np.ndarray, path: PathLike,
              length: int | None) -> Points:
     mcol, ecol, tcol = spec["mag_col"], spec["err_col"], spec["time_col"]
@@ -136,7 +149,11 @@ def read_ztf(batch: pa.RecordBatch, spec: Mapping[str, Any], ids: np.ndarray, pa
                        "is not sorted in time", int(unsorted.sum()))
     valid = np.isfinite(mag) & (np.abs(mag) < MAG_SENTINEL) & np.isfinite(err) & (err > 0)
     lengths = np.diff(off)
-    w = _width(lengths, length, path, ids, mcol, spec["name"])
+    if spec.get("layout") == "ragged":
+        lengths = _cap(lengths, length, spec["name"])
+        w = max(1, int(lengths.max(initial=0))) if length is None else int(length)
+    else:
+        w = _width(lengths, length, path, ids, mcol, spec["name"])
     vmask = pad(valid.astype(np.float64), off, w, 0.0) > 0
     return Points(
         value=np.where(vmask, pad(mag, off, w), np.nan),

@@ -22,7 +22,7 @@ import numpy as np
 
 from astromodal_core.sampling import BottomK, hash_keys
 
-from .group_model import n_channels, patchify, point_features, row_norm
+from .group_model import row_norm, sample_vectors, sample_width
 from .points import Points
 
 _MAX_NORMS = 1_000_000
@@ -44,10 +44,10 @@ class GroupSample:
         self.max_rows = int(max_rows_per_file)
         p = int(spec["patch_size"])
         self.cap = max(1, int(max_points_per_row) // p)
-        width = n_channels(spec["kind"]) * p
-        self.vectors = BottomK(int(max_features), width=width, dtype=np.float32)
+        self.vectors = BottomK(int(max_features), width=sample_width(spec), dtype=np.float32)
         self.norms = BottomK(min(int(max_features), _MAX_NORMS))
         self.max_len = 0
+        self.max_span = 0.0  # ZTF: the longest time from a row's first to its last valid point
         self.rows = 0
         self._row_keys = np.empty(0, dtype=np.uint64)  # the file's smallest row keys so far
         self._full: tuple[np.ndarray, np.uint64] | None = None  # (reservoir keys, their max)
@@ -61,6 +61,9 @@ class GroupSample:
         Returns the rows' ``(norm, has_data)`` (for :meth:`add` on the same batch)."""
         self.max_len = max(self.max_len, int(points.lengths.max(initial=0)))
         norm, has = row_norm(points, self.spec["kind"])
+        if points.time is not None and has.any():
+            t = np.where(points.valid[has], points.time[has], np.nan)
+            self.max_span = max(self.max_span, float(np.max(np.nanmax(t, axis=1) - np.nanmin(t, axis=1))))
         self.rows += int(has.sum())
         if not has.any():
             return norm, has
@@ -89,8 +92,7 @@ class GroupSample:
         if not len(keep):
             return
         pts, ids = _take(points, keep), ids[keep]
-        vec, any_valid = patchify(point_features(pts, norm[keep], self.spec["kind"]), pts.valid,
-                                  int(self.spec["patch_size"]))
+        vec, any_valid = sample_vectors(pts, norm[keep], self.spec)
         rows, cols = np.nonzero(any_valid)
         pk = hash_keys(ids[rows], self.seed, salt=self.spec["name"], sub=cols)
         if any_valid.shape[1] > self.cap:  # a row's patches with the smallest keys
@@ -125,5 +127,6 @@ class GroupSample:
         self.vectors.merge(other.vectors)
         self.norms.merge(other.norms)
         self.max_len = max(self.max_len, other.max_len)
+        self.max_span = max(self.max_span, other.max_span)
         self.rows += other.rows
         return self

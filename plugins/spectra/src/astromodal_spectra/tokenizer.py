@@ -30,6 +30,7 @@ from .groups import (
     check_unique,
     columns_of,
     detect_groups,
+    explicit_group,
     mask_column,
     normalise_group,
 )
@@ -52,6 +53,27 @@ def _ragged(tok: np.ndarray, present: np.ndarray) -> tuple[np.ndarray, np.ndarra
     counts = np.where(present, tok.shape[1], 0)
     return (np.ascontiguousarray(tok[present].ravel()),
             np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
+
+
+def ragged_rows(tok: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(flat, indptr)``: the first ``counts[i]`` tokens of each row of ``tok`` (n, T)."""
+    keep = np.arange(tok.shape[1])[None, :] < counts[:, None]
+    return (np.ascontiguousarray(tok[keep]),
+            np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
+
+
+def rect_rows(flat: np.ndarray, indptr: np.ndarray, width: int, fill: int, where: str
+              ) -> np.ndarray:
+    """A ragged ``(flat, indptr)`` as an ``(n, width)`` int64 array padded with ``fill``."""
+    flat, indptr = np.asarray(flat).astype(np.int64), np.asarray(indptr).astype(np.int64)
+    counts = np.diff(indptr)
+    if counts.size and (counts.min() < 0 or counts.max() > width or indptr[0] != 0
+                        or indptr[-1] != len(flat)):
+        raise DataError(f"{where}: ragged rows of {counts.min()} to {counts.max()} tokens "
+                        f"(indptr to {indptr[-1]}, {len(flat)} tokens); at most {width} a row")
+    out = np.full((len(counts), width), fill, dtype=np.int64)
+    out[np.arange(width)[None, :] < counts[:, None]] = flat
+    return out
 
 
 def _chunks(batch: pa.RecordBatch) -> Iterator[pa.RecordBatch]:
@@ -170,6 +192,13 @@ class SpectrumTokenizer(Tokenizer):
     def is_fitted(self) -> bool:
         return bool(self.models)
 
+    def settings(self) -> dict[str, Any]:
+        """The constructor settings (what ``from_config`` takes), groups written out in full."""
+        out = super().settings()
+        if self.groups is not None:
+            out["groups"] = [explicit_group(g) for g in self.groups]
+        return out
+
     # training -----------------------------------------------------------------------------
     def _resolve_groups(self, path: PathLike) -> list[dict[str, Any]]:
         if self.groups is not None and not self.detect_ztf:
@@ -256,10 +285,11 @@ class SpectrumTokenizer(Tokenizer):
                 raise DataError(f"group {name!r}: no valid points in the training files "
                                 f"(columns {columns_of(s.spec)})")
             length = s.max_len
-            if s.spec["kind"] == "ztf_mag_err":  # later light curves may be longer
-                length = max(length, self.max_points_per_row)
+            if s.spec["kind"] == "ztf_mag_err" and not models[name].ragged:
+                length = max(length, self.max_points_per_row)  # later light curves may be longer
             models[name].fit(s.vectors.sample(), s.norms.sample(), length,
-                             seed=self.rng_seed, n_iter=self.n_iter, backend=self.backend)
+                             seed=self.rng_seed, n_iter=self.n_iter, backend=self.backend,
+                             max_span=s.max_span)
         self.groups = groups
         self.models = models
 
@@ -280,22 +310,26 @@ class SpectrumTokenizer(Tokenizer):
     def _encode_batch(self, batch: Any, path: PathLike) -> tuple[np.ndarray, dict[str, Any]]:
         names = batch.schema.names
         masks = {n: mask_column(m.spec, names) for n, m in self.models.items()}
-        parts: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {n: [] for n in masks}
+        parts: dict[str, list[tuple[dict[str, np.ndarray], np.ndarray | None, np.ndarray]]] = {
+            n: [] for n in masks}
         for part in _chunks(batch):
             ids = id_column(part, self.id_col, path)
             for name, m in self.models.items():
                 pts = read_points(m, part, ids, path, masks[name], training=False)
-                tok, ntok = m.encode_points(pts, backend=self.backend)
-                parts[name].append((tok, ntok, pts.lengths > 0))
+                toks, counts = m.encode_points(pts, backend=self.backend)
+                parts[name].append((toks, counts, pts.lengths > 0))
         out: dict[str, Any] = {}
         for name, m in self.models.items():
             key = m.spec["token_key"]
-            tok = _join([p[0] for p in parts[name]])
-            if m.kind == "gaiaxpy_xp":
-                out[key] = _ragged(tok, _join([p[2] for p in parts[name]]))
-            else:
-                out[key] = tok
-            out[f"{key}_norm"] = _join([p[1] for p in parts[name]])
+            for sfx in m.suffixes:
+                tok = _join([p[0][sfx] for p in parts[name]])
+                if tok.ndim == 1 or not m.ragged:
+                    out[f"{key}{sfx}"] = tok
+                elif m.kind == "gaiaxpy_xp":
+                    out[f"{key}{sfx}"] = _ragged(tok, _join([p[2] for p in parts[name]]))
+                else:
+                    counts = _join([p[1] for p in parts[name]])  # type: ignore[misc]
+                    out[f"{key}{sfx}"] = ragged_rows(tok, counts)
         return id_column(batch, self.id_col, path), out
 
     def iter_token_batches(self, path: PathLike, *, batch_size: int | None = None,
@@ -310,18 +344,21 @@ class SpectrumTokenizer(Tokenizer):
     def encode(self, path: PathLike, *, batch_size: int | None = None,
                progress: bool | None = None) -> dict[str, Any]:
         """Tokens of every group for one parquet file (the seed's output dict):
-        ``tokens_<group>`` (n, L) or ``tokens_<group>_flat`` / ``_indptr`` (XP), and
-        ``tokens_<group>_norm`` (n,), with ``ids`` and ``id_col``."""
+        ``tokens_<group>`` (n, L) or ``tokens_<group>_flat`` / ``_indptr`` (ragged groups: Gaia
+        XP, ZTF with ``layout: ragged``), ``tokens_<group>_norm`` (n,), the same for the extra
+        keys of an encoding (``tokens_<group>_time``, ``_level``, ``_noise``), with ``ids`` and
+        ``id_col``."""
         generic = super().encode(path, batch_size=batch_size,
                                  progress=self.progress if progress is None else progress)
         out: dict[str, Any] = {}
         for name, m in self.models.items():
             key = m.spec["token_key"]
-            if m.kind == "gaiaxpy_xp":
-                out[f"tokens_{name}_flat"], out[f"tokens_{name}_indptr"] = generic[key]
-            else:
-                out[f"tokens_{name}"] = generic[key]
-            out[f"tokens_{name}_norm"] = generic[f"{key}_norm"]
+            for sfx in m.suffixes:
+                value = generic[f"{key}{sfx}"]
+                if isinstance(value, tuple):
+                    out[f"tokens_{name}{sfx}_flat"], out[f"tokens_{name}{sfx}_indptr"] = value
+                else:
+                    out[f"tokens_{name}{sfx}"] = value
         out["ids"] = generic["ids"]
         out["id_col"] = self.id_col
         return out
@@ -339,11 +376,12 @@ class SpectrumTokenizer(Tokenizer):
         cols: dict[str, Any] = {}
         for name, m in self.models.items():
             key = m.spec["token_key"]
-            if m.kind == "gaiaxpy_xp":
-                cols[key] = (result[f"tokens_{name}_flat"], result[f"tokens_{name}_indptr"])
-            else:
-                cols[key] = result[f"tokens_{name}"]
-            cols[f"{key}_norm"] = result[f"tokens_{name}_norm"]
+            for sfx in m.suffixes:
+                if f"tokens_{name}{sfx}_flat" in result:
+                    cols[f"{key}{sfx}"] = (result[f"tokens_{name}{sfx}_flat"],
+                                           result[f"tokens_{name}{sfx}_indptr"])
+                else:
+                    cols[f"{key}{sfx}"] = result[f"tokens_{name}{sfx}"]
         return cols
 
     def decode(self, result: Mapping[str, Any], group: str) -> Any:
@@ -370,13 +408,16 @@ class SpectrumTokenizer(Tokenizer):
         return tuple(k for name in self.models for k in self.codec(name).token_keys)
 
     def token_values(self, key: str) -> np.ndarray:
-        """The value of every id of a ``<token_key>_norm`` key: float64 ``(norm_bins + 1,)``,
-        the bin centre of log10 flux scale (DESI, XP) or of the median magnitude (ZTF); NaN
-        at the mask token and past the fitted bins. The k-means keys have no values."""
+        """The value of every id of an ordinal key, float64 ``(vocab_size,)``: ``<key>_norm``
+        the bin centre of log10 flux scale (DESI, XP) or of the median magnitude (ZTF);
+        ``<key>_time`` days since the light curve's first valid point; ``<key>_level`` flux /
+        flux scale; ``<key>_noise`` log10(median sigma / flux scale). NaN at the mask token and
+        past the fitted bins. The k-means keys have no values."""
         k = self.token_key(key)
         for m in self.models.values():
-            if key == f"{m.spec['token_key']}_norm":
-                return m.norm_values()
+            for sfx in m.suffixes[1:]:
+                if key == f"{m.spec['token_key']}{sfx}":
+                    return m.values(sfx)
         raise TokenKeyError(f"SpectrumTokenizer: token key {k.name!r} has no physical values "
                             "(k-means codebook ids are not ordinal)")
 
@@ -439,6 +480,7 @@ class SpectrumTokenizer(Tokenizer):
                                        f"{m.codebook_size} / norm_bins {m.norm_bins}, the "
                                        f"tokenizer {tok.codebook_size} / {tok.norm_bins}")
         tok.models = models
+        tok.groups = [m.spec for m in models.values()]
         return tok
 
 
