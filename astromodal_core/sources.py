@@ -177,8 +177,11 @@ class Source(abc.ABC):
         return {"path": self.name, "kind": self.kind, "rows": int(self.num_rows)}
 
     def parts(self) -> list[SourcePart]:
-        """The units a pipeline sends to workers (plain data). A source that exists only in
-        this process (an in-memory table) has none and raises :class:`DataError`."""
+        """The units a pipeline sends to workers (plain data): by default the source itself
+        when its name is an existing file (a worker opens it again); a source that exists only
+        in this process (an in-memory table) has none and raises :class:`DataError`."""
+        if Path(self.name).is_file():
+            return [SourcePart(self.name, _stem(Path(self.name)))]
         raise DataError(
             f"{self.name}: a {self.kind} source lives in this process and cannot be sent to "
             "worker processes; encode it with the tokenizer's encode / encode_to_store"

@@ -257,6 +257,9 @@ def test_hook_register_sources(tmp_path, catalogue, srctoy_plugin, monkeypatch):
 
         assert [(e.name, e.plugin) for e in get_registry().collect("astromodal_register_sources")] == [
             ("csv", "astromodal-csv")]
+        # the pipeline sends the path to a worker, which opens it through the plugin again
+        parts = expand_sources([tmp_path / "cat.csv"])
+        assert [(p.spec, p.name) for p in parts] == [(str(tmp_path / "cat.csv"), "cat.csv")]
         listed = json.loads(CliRunner().invoke(cli, ["plugins", "--json"]).output)
         assert next(p for p in listed if p["name"] == "astromodal-csv")["registered"]["sources"] == ["csv"]
     finally:
