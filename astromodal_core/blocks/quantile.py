@@ -27,7 +27,15 @@ padded with empty or repeated bins; ids at or above it decode to NaN.
 Speed. With numba installed (``astromodal-core[fast]``) encoding runs a compiled, GIL-free
 lookup-table kernel on a thread pool (``ASTROMODAL_THREADS`` threads, default all cores);
 without it (or with ``ASTROMODAL_NO_NUMBA=1``, or ``backend="numpy"``) a numpy path gives
-identical tokens.
+identical tokens. Arrow columns are encoded where they lie: given pyarrow int / float32 /
+float64 arrays (e.g. the columns of a record batch), :meth:`QuantileBins.start_encode` has the
+kernel read their value buffers and take their validity bitmaps as the missing mask (no copy,
+no float64 round trip) and write the tokens straight into the caller's ``(n, k)`` array, while
+the caller reads the next batch::
+
+    pending = bins.start_encode([batch.column(c) for c in bins.columns], out[start:stop])
+    ...                                  # read the next batch meanwhile
+    n_missing = pending.result()         # mask tokens written per column
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ from typing import Any
 
 import attrs
 import numpy as np
+import pyarrow as pa
 
 from ..errors import CodecFormatError, DataError, NotFittedError
 from ..tokenizer import check_edges
@@ -58,7 +67,9 @@ __all__ = [
     "HAVE_NUMBA",
     "BinTable",
     "Lookup",
+    "PendingTokens",
     "QuantileBins",
+    "arrow_values",
     "build_lookup",
     "encode_many",
     "encode_numpy",
@@ -68,7 +79,9 @@ __all__ = [
     "num_threads",
     "quantile_edges",
     "resolve_backend",
+    "sentinel_flags",
     "submit_many",
+    "zero_copy_type",
 ]
 
 BACKENDS = ("auto", "numba", "numpy")
@@ -236,7 +249,7 @@ def missing_mask(values: Any, sentinels: Sequence[float] = ()) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------ value -> token kernels
-_CELLS_PER_EDGE = 32
+_CELLS_PER_EDGE = (4, 8, 16, 32, 64)
 _MAX_CELLS = 1 << 16
 
 
@@ -247,7 +260,10 @@ class Lookup:
     The kernel maps a value to one of ``n_cells`` equal-width cells between the first and last
     edge; ``lut[c]:lut[c+1]`` is the range of edges that can lie in cell ``c``, and a binary
     search over that (usually tiny) range finishes. The cell function is monotone, so the
-    result is exactly ``searchsorted(edges, x, "right")`` whatever the distribution.
+    result is exactly ``searchsorted(edges, x, "right")`` whatever the distribution. When no
+    cell holds more than one edge (``max_run <= 1``, the usual case) the kernel takes a
+    branch-free step instead of the search: ``lut[c] + (padded[lut[c]] <= x)``, where
+    ``padded`` is ``edges`` followed by +inf.
     """
 
     edges: np.ndarray
@@ -255,6 +271,8 @@ class Lookup:
     lo: float
     scale: float
     n_cells: int
+    padded: np.ndarray | None = None
+    max_run: int = -1  # the most edges one cell holds (-1: unknown, search every value)
 
 
 def _cell_numpy(x: np.ndarray, lo: float, scale: float, n_cells: int) -> np.ndarray:
@@ -266,21 +284,30 @@ def _cell_numpy(x: np.ndarray, lo: float, scale: float, n_cells: int) -> np.ndar
 
 
 def build_lookup(edges: np.ndarray) -> Lookup:
-    """The cell table of a set of non-decreasing edges."""
+    """The cell table of a set of non-decreasing edges: the smallest (from 4 cells per edge,
+    doubling up to 64 or ``_MAX_CELLS``) in which no cell holds two edges, so the kernel's
+    branch-free path applies and the table stays in the core's cache (uint16 entries)."""
     edges = np.ascontiguousarray(edges, dtype=np.float64)
     n = len(edges)
+    padded = np.concatenate([edges, [np.inf]])
+    index = np.uint16 if n <= np.iinfo(np.uint16).max else np.uint32
     if n < 2 or edges[-1] <= edges[0]:
-        lut = np.array([0, n], dtype=np.int32)
-        return Lookup(edges=edges, lut=lut, lo=float(edges[0]) if n else 0.0, scale=0.0, n_cells=1)
-    n_cells = int(min(_MAX_CELLS, _CELLS_PER_EDGE * (n + 1)))
+        lut = np.array([0, n], dtype=index)
+        return Lookup(edges=edges, lut=lut, lo=float(edges[0]) if n else 0.0, scale=0.0, n_cells=1,
+                      padded=padded, max_run=n)
     lo = float(edges[0])
-    scale = float(n_cells / (edges[-1] - edges[0]))
-    if not np.isfinite(scale):
-        scale = 0.0
-    cells = _cell_numpy(edges, lo, scale, n_cells)
-    lut = np.searchsorted(cells, np.arange(n_cells + 1), side="left").astype(np.int32)
-    lut[-1] = n
-    return Lookup(edges=edges, lut=lut, lo=lo, scale=scale, n_cells=n_cells)
+    for per_edge in _CELLS_PER_EDGE:
+        n_cells = int(min(_MAX_CELLS, per_edge * (n + 1)))
+        scale = float(n_cells / (edges[-1] - edges[0]))
+        if not np.isfinite(scale):
+            scale = 0.0
+        cells = _cell_numpy(edges, lo, scale, n_cells)
+        lut = np.searchsorted(cells, np.arange(n_cells + 1), side="left").astype(index)
+        lut[-1] = n
+        max_run = int(np.diff(lut.astype(np.int64)).max())
+        if max_run <= 1 or n_cells == _MAX_CELLS:
+            break
+    return Lookup(edges=edges, lut=lut, lo=lo, scale=scale, n_cells=n_cells, padded=padded, max_run=max_run)
 
 
 def _as_float(x: Any) -> np.ndarray:
@@ -305,32 +332,75 @@ def encode_numpy(x: Any, edges: np.ndarray, mask_token: int, sentinels: Any,
     return out
 
 
+def sentinel_flags(edges: np.ndarray, sentinels: Any) -> np.ndarray:
+    """uint8 ``(len(edges) + 1,)``: 1 at the token of each sentinel, so the kernel compares a
+    value with the sentinels only when its token is one of theirs."""
+    flags = np.zeros(len(edges) + 1, dtype=np.uint8)
+    sent = np.asarray(sentinels, dtype=np.float64).reshape(-1)
+    sent = sent[~np.isnan(sent)]
+    flags[np.searchsorted(edges, sent, side="right")] = 1
+    return flags
+
+
 if numba is not None:
 
+    @njit(cache=True, nogil=True, inline="always")
+    def _cell(v, lo, scale, flast):  # pragma: no cover
+        """The cell of ``v`` (0 for NaN): ``_cell_numpy``'s function, without a branch, as an
+        unsigned index (no negative-index wraparound in the table lookup)."""
+        w = (v - lo) * scale
+        w = w if w > 0.0 else 0.0
+        w = w if w < flast else flast
+        return np.uint64(np.int64(w))
+
     @njit(cache=True, nogil=True)
-    def _encode_kernel(x, edges, lut, lo, scale, n_cells, sentinels, mask_token, out):  # pragma: no cover
+    def _encode_kernel(x, valid, voff, edges, padded, lut, lo, scale, n_cells, single, flags, sentinels,
+                       mask_token, out):  # pragma: no cover
+        """``out[i]`` = token of ``x[i]`` (any int / float dtype, compared as float64); a value
+        whose bit ``voff + i`` of the Arrow validity bitmap ``valid`` is 0 (when ``valid`` is
+        not empty), NaN, +-inf or a sentinel gets ``mask_token``; returns how many did.
+        ``single``: no cell holds more than one edge (see :class:`Lookup`); ``flags``: see
+        :func:`sentinel_flags`."""
         n = x.shape[0]
         n_sent = sentinels.shape[0]
-        last = n_cells - 1
+        has_valid = valid.shape[0] > 0
+        flast = np.float64(n_cells - 1)
+        missing = 0
         for i in range(n):
             v = np.float64(x[i])
-            bad = not np.isfinite(v)
-            for j in range(n_sent):
-                bad |= v == sentinels[j]
-            w = (v - lo) * scale
-            c = int(min(w, last)) if w >= 0 else 0
-            a = lut[c]
-            b = lut[c + 1]
-            while a < b:  # first edge > v in [a, b)
-                m = (a + b) >> 1
-                if edges[m] <= v:
-                    a = m + 1
-                else:
-                    b = m
+            bad = not (abs(v) < np.inf)  # NaN or +-inf
+            if has_valid:
+                j = i + voff
+                bad |= ((valid[j >> 3] >> (j & 7)) & 1) == 0
+            c = _cell(v, lo, scale, flast)
+            a = np.uint64(lut[c])
+            if single:  # branch-free: one step from the table
+                a += np.uint64(padded[a] <= v)
+            else:
+                b = np.uint64(lut[c + np.uint64(1)])
+                while a < b:  # first edge > v in [a, b)
+                    m = (a + b) >> np.uint64(1)
+                    if edges[m] <= v:
+                        a = m + np.uint64(1)
+                    else:
+                        b = m
+            if flags[a]:  # the token of a sentinel: compare
+                for s in range(n_sent):
+                    bad |= v == sentinels[s]
+            missing += np.int64(bad)
             out[i] = mask_token if bad else a
+        return missing
+
+
+def _run_kernel(x: np.ndarray, valid: np.ndarray, voff: int, lk: Lookup, sentinels: np.ndarray,
+                flags: np.ndarray, mask_token: np.uint16, out: np.ndarray) -> int:
+    padded = lk.padded if lk.padded is not None else np.concatenate([lk.edges, [np.inf]])
+    return int(_encode_kernel(x, valid, voff, lk.edges, padded, lk.lut, lk.lo, lk.scale, lk.n_cells,
+                              0 <= lk.max_run <= 1, flags, sentinels, mask_token, out))
 
 
 _CHUNK = 1 << 16
+_NO_BITMAP = np.empty(0, dtype=np.uint8)
 _pool: ThreadPoolExecutor | None = None
 
 
@@ -374,21 +444,21 @@ def submit_many(jobs: Sequence[tuple[Any, ...]], mask_token: int, sentinels: Any
     for job in jobs:
         x, lk, out = job[:3]
         sent = np.ascontiguousarray(job[3], dtype=np.float64).reshape(-1) if len(job) > 3 else default
-        checked.append((_check(x), lk, out, sent))
+        checked.append((_check(x), lk, out, sent, sentinel_flags(lk.edges, sent)))
     if resolve_backend(backend) == "numpy":
-        for x, lk, out, sent in checked:
+        for x, lk, out, sent, _ in checked:
             encode_numpy(x, lk.edges, mask_token, sent, out=out)
         return []
     token = np.uint16(mask_token)
     pieces = [
-        (x[i : i + _CHUNK], lk, out[i : i + _CHUNK], sent)
-        for x, lk, out, sent in checked
+        (x[i : i + _CHUNK], lk, out[i : i + _CHUNK], sent, flags)
+        for x, lk, out, sent, flags in checked
         for i in range(0, len(x), _CHUNK)
     ]
 
-    def run(piece: tuple[np.ndarray, Lookup, np.ndarray, np.ndarray]) -> None:
-        x, lk, out, sent = piece
-        _encode_kernel(x, lk.edges, lk.lut, lk.lo, lk.scale, lk.n_cells, sent, token, out)
+    def run(piece: tuple[np.ndarray, Lookup, np.ndarray, np.ndarray, np.ndarray]) -> None:
+        x, lk, out, sent, flags = piece
+        _run_kernel(x, _NO_BITMAP, 0, lk, sent, flags, token, out)
 
     if len(pieces) < 2 or num_threads() == 1:
         for piece in pieces:
@@ -413,6 +483,67 @@ def encode_values(x: Any, lookup: Lookup, mask_token: int, sentinels: Any, *,
         out = np.empty(x.shape[0], dtype=np.uint16)
     encode_many([(x, lookup, out)], mask_token, sentinels, backend=backend)
     return out
+
+
+# ------------------------------------------------------------------------------ Arrow columns
+_ZERO_COPY = {pa.float32(): np.float32, pa.float64(): np.float64, pa.int8(): np.int8, pa.int16(): np.int16,
+              pa.int32(): np.int32, pa.int64(): np.int64, pa.uint8(): np.uint8, pa.uint16(): np.uint16,
+              pa.uint32(): np.uint32, pa.uint64(): np.uint64}
+
+
+def zero_copy_type(t: pa.DataType) -> bool:
+    """True for the Arrow types the kernel reads in place (ints, float32, float64)."""
+    return t in _ZERO_COPY
+
+
+def arrow_values(array: Any) -> tuple[np.ndarray, np.ndarray, int] | None:
+    """``(values, validity, bit_offset)`` of an Arrow int / float32 / float64 array without
+    copying: ``values`` views its value buffer (``len(array)`` items; slots under nulls hold
+    arbitrary values), ``validity`` its validity bitmap as uint8 (empty when there is no null)
+    whose bit ``bit_offset + i`` is row ``i``. None for any other type or layout (a chunked
+    array of several chunks, float16, decimals...): convert those first."""
+    if isinstance(array, pa.ChunkedArray):
+        if array.num_chunks != 1:
+            return None
+        array = array.chunk(0)
+    if not isinstance(array, pa.Array) or array.type not in _ZERO_COPY:
+        return None
+    dtype = np.dtype(_ZERO_COPY[array.type])
+    n = len(array)
+    validity, data = array.buffers()[:2]
+    if n == 0 or data is None:
+        return np.empty(0, dtype=dtype), _NO_BITMAP, 0
+    values = np.frombuffer(data, dtype=dtype, count=n, offset=array.offset * dtype.itemsize)
+    if array.null_count == 0 or validity is None:
+        return values, _NO_BITMAP, 0
+    return values, np.frombuffer(validity, dtype=np.uint8), int(array.offset)
+
+
+def _arrow_to_numpy(array: Any) -> np.ndarray:
+    """Any numeric Arrow array as numpy; nulls become NaN (the numpy path's missing value)."""
+    return np.asarray(array.to_numpy(zero_copy_only=False))
+
+
+class PendingTokens:
+    """Tokens being written into ``out`` ``(n, k)`` by worker threads (see
+    :meth:`QuantileBins.start_encode`); :meth:`result` waits and returns the number of mask
+    tokens written in each column."""
+
+    def __init__(self, out: np.ndarray, futures: list[Future[None]], counts: np.ndarray) -> None:
+        self.out = out
+        self.futures = futures
+        self._counts = counts  # (tasks, k): mask tokens each task wrote per column
+
+    def result(self) -> np.ndarray:
+        """Wait for the work; int64 ``(k,)`` mask tokens written per column."""
+        for future in self.futures:
+            future.result()
+        return self._counts.sum(axis=0, dtype=np.int64)
+
+    def cancel(self) -> None:
+        """Cancel the tasks not started yet (``out`` is then incomplete)."""
+        for future in self.futures:
+            future.cancel()
 
 
 # ------------------------------------------------------------------------------ the building block
@@ -461,6 +592,7 @@ class QuantileBins:
         self.backend = backend
         self.tables: tuple[BinTable, ...] | None = None
         self._lookups: tuple[Lookup, ...] = ()
+        self._flags: tuple[np.ndarray, ...] = ()
         self._sentinel_arrays = tuple(np.asarray(per[c], dtype=np.float64) for c in cols)
 
     # -- properties ------------------------------------------------------------------------
@@ -565,6 +697,7 @@ class QuantileBins:
                 raise ValueError(f"column {c!r}: {t.effective_bins} bins exceed n_bins={self.n_bins}")
         self.tables = tables
         self._lookups = tuple(build_lookup(t.edges) for t in tables)
+        self._flags = tuple(sentinel_flags(t.edges, s) for t, s in zip(tables, self._sentinel_arrays))
         return self
 
     # -- encoding --------------------------------------------------------------------------
@@ -590,28 +723,78 @@ class QuantileBins:
                     backend=self.backend)
         return out
 
-    def submit_columns(self, values: Sequence[Any], out: np.ndarray) -> list[Future[None]]:
-        """Start encoding one 1-D array per column into ``out`` ``(n, k)`` uint16 and return
-        the futures to wait on (empty when the work is already done)."""
+    def start_encode(self, values: Sequence[Any], out: np.ndarray) -> PendingTokens:
+        """Start encoding one array of values per column into ``out`` ``(n, k)`` uint16 (any
+        strides) and return at once; :meth:`PendingTokens.result` waits.
+
+        ``values`` are 1-D numpy arrays or Arrow arrays. On the numba path an Arrow int,
+        float32 or float64 array is read in place: the kernel reads its value buffer and takes
+        its validity bitmap as the missing mask (a null is the mask token, as NaN is), and
+        writes the tokens straight into ``out``; other types are converted first. Tokens are
+        the same on every path."""
         self.check_fitted()
-        if len(values) != len(self.columns):
-            raise DataError(f"{len(values)} value arrays for {len(self.columns)} columns {list(self.columns)}")
+        k = len(self.columns)
+        if len(values) != k:
+            raise DataError(f"{len(values)} value arrays for {k} columns {list(self.columns)}")
         n = out.shape[0]
-        jobs = []
-        for j, (c, x) in enumerate(zip(self.columns, values)):
-            x = _numeric(x, f"column {c!r}")
+        numba_path = resolve_backend(self.backend) == "numba"
+        columns = []
+        for c, v in zip(self.columns, values):
+            valid, voff = _NO_BITMAP, 0
+            if isinstance(v, (pa.Array, pa.ChunkedArray)):
+                if not (pa.types.is_integer(v.type) or pa.types.is_floating(v.type) or pa.types.is_decimal(v.type)):
+                    raise DataError(f"column {c!r}: values have type {v.type}, expected numbers")
+                view = arrow_values(v) if numba_path else None
+                if view is None:
+                    x = _as_float(_arrow_to_numpy(v))
+                else:
+                    x, valid, voff = view
+            else:
+                x = _numeric(v, f"column {c!r}")
+                if not numba_path or x.dtype == np.float16 or x.dtype.kind not in "fiu":
+                    x = _as_float(x)
             if x.ndim != 1 or len(x) != n:
                 raise DataError(f"column {c!r} has shape {x.shape}, expected ({n},)")
-            jobs.append((x, self._lookups[j], out[:, j], self._sentinel_arrays[j]))
-        return submit_many(jobs, self.n_bins, (), backend=self.backend)
+            columns.append((x, valid, voff))
+        if not numba_path:
+            counts = np.zeros(k, dtype=np.int64)
+            for j, (x, _, _) in enumerate(columns):
+                encode_numpy(x, self._lookups[j].edges, self.n_bins, self._sentinel_arrays[j], out=out[:, j])
+                counts[j] = np.count_nonzero(out[:, j] == self.n_bins)
+            return PendingTokens(out, [], counts[None, :])
+        token = np.uint16(self.n_bins)
+        # a task is one column's rows [start, start + _CHUNK): its cell table stays in cache
+        pieces = [(j, start) for j in range(k) for start in range(0, n, _CHUNK)]
+        counts = np.zeros((len(pieces), k), dtype=np.int64)
+
+        def run(p: int) -> None:
+            j, start = pieces[p]
+            x, valid, voff = columns[j]
+            stop = start + _CHUNK
+            counts[p, j] = _run_kernel(x[start:stop], valid, voff + start, self._lookups[j],
+                                       self._sentinel_arrays[j], self._flags[j], token, out[start:stop, j])
+
+        futures: list[Future[None]] = []
+        if len(pieces) < 2 or num_threads() == 1:
+            for p in range(len(pieces)):
+                run(p)
+        else:
+            pool = _executor()
+            futures = [pool.submit(run, p) for p in range(len(pieces))]
+        return PendingTokens(out, futures, counts)
+
+    def submit_columns(self, values: Sequence[Any], out: np.ndarray) -> list[Future[None]]:
+        """Start encoding one 1-D array per column into ``out`` ``(n, k)`` uint16 and return
+        the futures to wait on (empty when the work is already done); see :meth:`start_encode`."""
+        return self.start_encode(values, out).futures
 
     def encode_columns(self, values: Sequence[Any], *, out: np.ndarray | None = None) -> np.ndarray:
-        """``(n, k)`` uint16 tokens of one 1-D array per column (any numeric dtypes)."""
+        """``(n, k)`` uint16 tokens of one 1-D array per column (numpy arrays of any numeric
+        dtype, or Arrow arrays: see :meth:`start_encode`)."""
         n = len(values[0]) if len(values) else 0
         if out is None:
             out = np.empty((n, len(self.columns)), dtype=np.uint16)
-        for future in self.submit_columns(values, out):
-            future.result()
+        self.start_encode(values, out).result()
         return out
 
     def encode_ragged(self, flat: Any, indptr: Any, column: str | int | None = None

@@ -46,7 +46,14 @@ import numpy as np
 import pyarrow as pa
 
 from astromodal_core import CodecFormatError, DataError, Tokenizer, TokenKey
-from astromodal_core.blocks.quantile import BinTable, QuantileBins, missing_mask, resolve_backend
+from astromodal_core.blocks.quantile import (
+    BinTable,
+    PendingTokens,
+    QuantileBins,
+    missing_mask,
+    resolve_backend,
+    zero_copy_type,
+)
 from astromodal_core.io import id_column, iter_batches, num_rows, numeric_column
 from astromodal_core.placeholders import PlaceholderCounts, spike_message
 from astromodal_core.sampling import BottomK, hash_keys32
@@ -83,6 +90,11 @@ def _float_column(batch: pa.RecordBatch, name: str, path: Any) -> np.ndarray:
     if pa.types.is_floating(col.type) and not pa.types.is_float16(col.type):
         return col.to_numpy(zero_copy_only=False)
     return numeric_column(batch, name, path)
+
+
+def _mask_of(tokens: np.ndarray, mask_token: int) -> np.ndarray:
+    """``scalar_mask``: True where a token is the mask token."""
+    return tokens == mask_token
 
 
 def _integer(name: str, value: Any, low: int | None = None, high: int | None = None) -> int:
@@ -558,49 +570,70 @@ class ScalarTokenizer(Tokenizer):
         return {c: dict(v) for c, v in self.report_.items()}
 
     # ------------------------------------------------------------------ encoding
-    def _encode_batches(self, path: PathLike, batch_size: int | None, progress: bool | None
-                        ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """``(ids, tokens (n, n_cols) uint16)`` per record batch; the kernels of one batch run
-        while the next is read."""
+    def _token_inputs(self, batch: pa.RecordBatch, path: Any) -> list[Any]:
+        """Each scalar column of a batch as the kernel reads it: the Arrow array itself for
+        ints, float32 and float64 (read in place, nulls through the validity bitmap), a float
+        numpy copy for other numeric types (float16, decimals); a DataError for the rest."""
+        out = []
+        for c in self.scalar_columns:
+            name = self._file_col(c)
+            col = batch.column(name)
+            out.append(col if zero_copy_type(col.type) else numeric_column(batch, name, path))
+        return out
+
+    def _encode_batches(self, path: PathLike, batch_size: int | None, progress: bool | None,
+                        out: np.ndarray | None = None
+                        ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """``(ids, tokens (n, n_cols) uint16, mask tokens per column)`` per record batch; the
+        kernels of one batch run while the next is read. With ``out`` (rows of the whole
+        source) the tokens are written straight into its rows, in order; otherwise each batch
+        gets its own column-major array (each column contiguous)."""
         from tqdm.auto import tqdm
 
         self.check_fitted()
         path = source_arg(path)
         names = [self.id_col, *(self._file_col(c) for c in self.scalar_columns)]
-        total = num_rows(path)
+        k = len(self.scalar_columns)
+        total = num_rows(path) if out is None else len(out)
         show = self.progress if progress is None else progress
         size = int(batch_size or self.batch_size)
+        start = 0
         with tqdm(total=total, desc=f"scalar: {_label(path)}", unit="row", disable=not show) as bar:
-            pending: tuple[np.ndarray, np.ndarray, list[Any]] | None = None
+            pending: tuple[np.ndarray, PendingTokens] | None = None
             try:
                 for batch in iter_batches(path, list(dict.fromkeys(names)), batch_size=size):
                     ids = id_column(batch, self.id_col, path)
-                    tokens = np.empty((len(ids), len(self.scalar_columns)), dtype=np.uint16)
-                    values = [_float_column(batch, self._file_col(c), path) for c in self.scalar_columns]
-                    futures = self.quantiles.submit_columns(values, tokens)
+                    n = len(ids)
+                    if out is None:
+                        tokens = np.empty((k, n), dtype=np.uint16).T
+                    elif start + n > len(out):
+                        raise DataError(f"{path}: more rows than the {len(out)} the source declares")
+                    else:
+                        tokens = out[start : start + n]
+                    start += n
+                    work = self.quantiles.start_encode(self._token_inputs(batch, path), tokens)
                     if pending is not None:
                         yield self._finish(pending, bar)
-                    pending = (ids, tokens, futures)
+                    pending = (ids, work)
                 if pending is not None:
                     yield self._finish(pending, bar)
                     pending = None
             finally:
-                for future in pending[2] if pending is not None else ():
-                    future.cancel()
+                if pending is not None:
+                    pending[1].cancel()
 
     @staticmethod
-    def _finish(pending: tuple[np.ndarray, np.ndarray, list[Any]], bar: Any) -> tuple[np.ndarray, np.ndarray]:
-        ids, tokens, futures = pending
-        for future in futures:
-            future.result()
+    def _finish(pending: tuple[np.ndarray, PendingTokens], bar: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        ids, work = pending
+        missing = work.result()
         bar.update(len(ids))
-        return ids, tokens
+        return ids, work.out, missing
 
     def iter_token_batches(self, path: PathLike, *, batch_size: int | None = None,
                            progress: bool = False) -> Iterator[tuple[np.ndarray, dict[str, Any]]]:
         """``(ids, {tok_<column>: tokens (n,)})`` per record batch (memory bounded by the batch)."""
         keys = [token_key_name(c) for c in self.scalar_columns]
-        for ids, tokens in self._encode_batches(path, batch_size, progress):
+        for ids, tokens, _ in self._encode_batches(path, batch_size, progress):
             yield ids, {k: tokens[:, j] for j, k in enumerate(keys)}
 
     def encode(self, parquet_path: PathLike, *, batch_size: int | None = None,
@@ -613,6 +646,7 @@ class ScalarTokenizer(Tokenizer):
         ``return_mask=False``), and ``n_missing`` per column. A column with no valid value in
         the file gives a RuntimeWarning naming it. The whole result is in memory (2 bytes per
         value, 1 more for the mask); :meth:`encode_to_store` streams files larger than that.
+        The kernels write each batch's tokens straight into ``scalar_tokens``.
         """
         self.check_fitted()
         path = source_arg(parquet_path)
@@ -621,12 +655,12 @@ class ScalarTokenizer(Tokenizer):
         ids = np.empty(n, dtype=np.int64)
         n_missing = np.zeros(len(self.scalar_columns), dtype=np.int64)
         start = 0
-        for batch_ids, batch_tokens in self._encode_batches(path, batch_size, progress):
-            stop = start + len(batch_ids)
-            ids[start:stop] = batch_ids
-            tokens[start:stop] = batch_tokens
-            n_missing += (batch_tokens == self.n_bins).sum(axis=0)
-            start = stop
+        for batch_ids, _, missing in self._encode_batches(path, batch_size, progress, out=tokens):
+            ids[start : start + len(batch_ids)] = batch_ids
+            n_missing += missing
+            start += len(batch_ids)
+        if start != n:
+            raise DataError(f"{path}: {start} rows read, but the source declares {n}")
         for c, m in zip(self.scalar_columns, n_missing):
             if n and m == n:
                 warnings.warn(
@@ -643,7 +677,7 @@ class ScalarTokenizer(Tokenizer):
             "n_missing": n_missing,
         }
         if return_mask:
-            result["scalar_mask"] = tokens == self.n_bins
+            result["scalar_mask"] = _mask_of(tokens, self.n_bins)
         return result
 
     def encode_arrays(self, columns: Mapping[str, Any] | np.ndarray) -> np.ndarray:
