@@ -179,7 +179,11 @@ def test_keys_and_vocabularies_come_from_the_fitted_set_not_the_registry(fitted,
     assert astromodal_core.get_registry().token_key("tok_m_x").vocab_size == 1025  # the default
     model = AstroModel.from_tokenizer_set(fitted["dir"] / "set1", "tiny")
     assert model.key_names == ["tok_m_x", "tok_m_y", "tok_m_z"]
-    assert model.token_embed["tok_m_x"].num_embeddings == 65 and model.heads["tok_m_y"].out_features == 65
+    # ordinal keys: value inputs and a mixture head over the fitted 64 bins (+ the mask id)
+    assert model.ordinal_table("tok_m_x").shape == (65, 5) and model.heads["tok_m_y"].out_features == 3 * 8
+    legacy = AstroModel.from_tokenizer_set(fitted["dir"] / "set1", {"preset": "tiny", "ordinal_inputs": "id",
+                                                                       "ordinal_head": "categorical"})
+    assert legacy.token_embed["tok_m_x"].num_embeddings == 65 and legacy.heads["tok_m_y"].out_features == 65
     assert model.token_keys["tok_m_z"] == TokenKey("tok_m_z", 65, mask_token=64, ordinal=True)
     fp = fitted["tok1"].fingerprint
     assert model.fingerprints == {k: fp for k in model.key_names} and model.tokenizers == {"mtest_q": fp}

@@ -35,11 +35,16 @@ def test_ordinal_features_are_smooth_in_the_id():
     assert not torch.equal(f[10], f[11])  # still tells neighbours apart
 
 
+LEGACY = {"ordinal_inputs": "id", "ordinal_head": "categorical"}
+
+
 def test_value_embedding_only_for_ordinal_keys_and_can_be_switched_off():
     keys = {"tok_o": ORD, "tok_c": CAT}
     m = AstroModel(ModelConfig.preset("tiny"), keys)
-    assert set(m.value_embed) == {"tok_o"}
-    assert not AstroModel(ModelConfig.preset("tiny", ordinal_features=0), keys).value_embed
+    assert set(m.value_embed) == {"tok_o"} and set(m.token_embed) == {"tok_c"}  # value inputs
+    m = AstroModel(ModelConfig.preset("tiny", **LEGACY), keys)
+    assert set(m.value_embed) == {"tok_o"} and set(m.token_embed) == {"tok_o", "tok_c"}
+    assert not AstroModel(ModelConfig.preset("tiny", ordinal_features=0, **LEGACY), keys).value_embed
     with pytest.raises(ConfigError, match="ordinal_features"):
         ModelConfig.preset("tiny", ordinal_features=3)
 
@@ -52,9 +57,9 @@ def test_ordinal_soft_targets():
     assert torch.isclose(t[1, 29], t[1, 31]) and t[1, 29] < t[1, 30] and t[1, 40] < 1e-8
 
 
-def test_smoothing_changes_only_ordinal_losses():
+def test_smoothing_changes_only_ordinal_losses_of_categorical_heads():
     torch.manual_seed(0)
-    m = AstroModel(ModelConfig.preset("tiny"), {"tok_o": ORD, "tok_c": CAT})
+    m = AstroModel(ModelConfig.preset("tiny", **LEGACY), {"tok_o": ORD, "tok_c": CAT})
     batch = {
         "enc_tok": torch.tensor([[3, 5]]), "enc_key": torch.tensor([[0, 1]]),
         "enc_pos": torch.zeros(1, 2, dtype=torch.long), "enc_valid": torch.tensor([[True, False]]),
@@ -69,6 +74,8 @@ def test_smoothing_changes_only_ordinal_losses():
     hard, _ = m.loss_terms(batch)
     soft, _ = m.loss_terms(batch, ordinal_smoothing=2.0)
     assert torch.isfinite(soft).all() and not torch.isclose(hard[0], soft[0])
+    mix = AstroModel(ModelConfig.preset("tiny"), {"tok_o": ORD, "tok_c": CAT})  # a mixture head is smooth already
+    assert torch.equal(mix.loss_terms(batch)[0], mix.loss_terms(batch, ordinal_smoothing=2.0)[0])
 
 
 def _dense(B: int = 24) -> tuple[np.ndarray, dict[str, np.ndarray]]:

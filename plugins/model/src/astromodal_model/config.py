@@ -9,14 +9,30 @@ from typing import Any
 
 from astromodal_core.errors import ConfigError
 
+ORDINAL_INPUTS = ("value", "id")
+ORDINAL_HEADS = ("mixture", "categorical")
+#: what a saved model config without the ordinal settings means (models saved before them)
+LEGACY_ORDINAL = {"ordinal_inputs": "id", "ordinal_head": "categorical"}
+
 
 @dataclass(frozen=True)
 class ModelConfig:
     """Transformer shape: width, encoder and decoder depth, heads, MLP ratio, dropout.
 
-    ``ordinal_features``: Fourier features of the id added (through a learned projection) to
-    the embedding of every ordinal token key (quantile bins), so neighbouring bins start out
-    alike; 0 turns this off.
+    Ordinal token keys (quantile bins: magnitudes, redshift, normalisations) are modelled as
+    values, not symbols:
+
+    - ``ordinal_inputs``: ``"value"`` embeds an ordinal token through a small MLP of its
+      normal score among the key's bins and of its standardised physical value (when the
+      model was assembled from fitted tokenizers, which give ``token_values``; else the score
+      again); ``"id"`` (models saved before this existed) adds a projection of
+      ``ordinal_features`` Fourier features of the id to a per-id embedding table.
+    - ``ordinal_head``: ``"mixture"`` predicts a mixture of ``mixture_components`` Gaussians
+      over the key's normal-score axis, integrated over each bin (a discretised, smooth
+      distribution trained by its log-likelihood, a proper scoring rule); ``"categorical"``
+      predicts one logit per id as for any other key.
+
+    ``ordinal_features`` (``"id"`` inputs only) must be even (0: no Fourier features).
     """
 
     dim: int = 64
@@ -26,14 +42,25 @@ class ModelConfig:
     mlp_ratio: float = 4.0
     dropout: float = 0.0
     ordinal_features: int = 16
+    ordinal_inputs: str = "value"
+    ordinal_head: str = "mixture"
+    mixture_components: int = 8
 
     def __post_init__(self) -> None:
+        if self.ordinal_inputs not in ORDINAL_INPUTS:
+            raise ConfigError(
+                f"model config: 'ordinal_inputs' must be one of {list(ORDINAL_INPUTS)}, got {self.ordinal_inputs!r}"
+            )
+        if self.ordinal_head not in ORDINAL_HEADS:
+            raise ConfigError(
+                f"model config: 'ordinal_head' must be one of {list(ORDINAL_HEADS)}, got {self.ordinal_head!r}"
+            )
         if not isinstance(self.ordinal_features, int) or isinstance(self.ordinal_features, bool) \
                 or self.ordinal_features < 0 or self.ordinal_features % 2:
             raise ConfigError(
                 f"model config: 'ordinal_features' must be an even int >= 0, got {self.ordinal_features!r}"
             )
-        for name in ("dim", "encoder_depth", "decoder_depth", "num_heads"):
+        for name in ("dim", "encoder_depth", "decoder_depth", "num_heads", "mixture_components"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ConfigError(f"model config: {name!r} must be a positive int, got {v!r}")
@@ -83,7 +110,18 @@ class TrainConfig:
     key predicts those keys from its other keys (the setting :meth:`AstroModel.predict` uses);
     other rows are masked the 4M way. ``ordinal_smoothing``: width in ids of the Gaussian soft
     targets of ordinal keys (0: plain cross entropy); the training loss then includes the soft
-    targets' own entropy, while validation reports plain cross entropy.
+    targets' own entropy, while validation reports plain cross entropy (it does not apply to
+    keys with a mixture head, whose distribution is smooth already).
+
+    Validation every ``val_every`` steps on the ``val_fraction`` rows; with focus keys, also
+    on those rows with every focus key predicted from all other keys (``predict``'s setting).
+    ``keep_best``: the saved model is the one with the lowest validation loss (the focus keys'
+    mean when there are focus keys, else every key's mean), not the last; ``early_stopping``
+    > 0 stops after that many validations without improvement. ``threads``: torch CPU
+    threads while training (None: half the usable cores, at most 8, see
+    :func:`astromodal_model.threads.default_threads`). ``compile``: ``torch.compile`` the
+    transformer blocks (``auto``: on CUDA only). ``ema_decay`` > 0 (e.g. 0.999) keeps an
+    exponential moving average of the weights; it is what is validated, kept and saved.
     """
 
     steps: int = 1000
@@ -107,15 +145,30 @@ class TrainConfig:
     num_workers: int = 0
     seed: int = 0
     token_keys: list[str] | None = field(default=None)
+    keep_best: bool = True
+    early_stopping: int = 0
+    threads: int | None = None
+    compile: bool | str = "auto"
+    ema_decay: float = 0.0
 
     def __post_init__(self) -> None:
+        if not isinstance(self.ema_decay, (int, float)) or isinstance(self.ema_decay, bool) \
+                or not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(f"train config: 'ema_decay' must be in [0, 1), got {self.ema_decay!r}")
+        if self.compile not in (True, False, "auto"):
+            raise ConfigError(f"train config: 'compile' must be true, false or auto, got {self.compile!r}")
+        if not isinstance(self.keep_best, bool):
+            raise ConfigError(f"train config: 'keep_best' must be true or false, got {self.keep_best!r}")
+        if self.threads is not None and (not isinstance(self.threads, int) or isinstance(self.threads, bool)
+                                         or self.threads < 1):
+            raise ConfigError(f"train config: 'threads' must be a positive int or null, got {self.threads!r}")
         ints = ("steps", "batch_size", "input_budget", "target_budget", "val_every",
                 "val_max_rows", "checkpoint_every", "chunk_rows")
         for name in ints:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ConfigError(f"train config: {name!r} must be a positive int, got {v!r}")
-        for name in ("warmup_steps", "num_workers", "seed"):
+        for name in ("warmup_steps", "num_workers", "seed", "early_stopping"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
                 raise ConfigError(f"train config: {name!r} must be an int >= 0, got {v!r}")

@@ -44,6 +44,14 @@ def _store_keys(
     return {k: model.token_keys[k] for k in keys}
 
 
+def _check_exclude(model: AstroModel, exclude: Iterable[str]) -> tuple[str, ...]:
+    exclude = tuple(exclude)
+    unknown = [k for k in exclude if k not in model.token_keys]
+    if unknown:
+        raise DataError(f"exclude: unknown token key {unknown[0]!r}; the model knows {sorted(model.token_keys)}")
+    return exclude
+
+
 def _batches(model: AstroModel, store_path: Any, keys: dict, batch_size: int, progress: bool, desc: str):
     from tqdm.auto import tqdm
 
@@ -69,10 +77,14 @@ def iter_embeddings(
     seed: int = 0,
     progress: bool = True,
     allow_mismatch: bool = False,
+    exclude: Iterable[str] = (),
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """``(ids, embeddings (b, dim) float32)`` per batch of at most ``batch_size`` store rows."""
+    """``(ids, embeddings (b, dim) float32)`` per batch of at most ``batch_size`` store rows;
+    ``exclude`` names keys not to use as inputs (e.g. a redshift, to find neighbours by
+    photometry alone)."""
     model.eval()
-    keys = _store_keys(model, store_path, allow_mismatch=allow_mismatch)
+    exclude = _check_exclude(model, exclude)
+    keys = _store_keys(model, store_path, exclude=exclude, allow_mismatch=allow_mismatch)
     for ids, tokens in _batches(model, store_path, keys, batch_size, progress, "embed"):
         emb = model.embed(tokens, num_encoder_tokens, generator=seed)
         yield ids, emb.float().cpu().numpy().astype(np.float32, copy=False)
@@ -87,13 +99,15 @@ def embed_store(
     seed: int = 0,
     progress: bool = True,
     allow_mismatch: bool = False,
+    exclude: Iterable[str] = (),
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(ids, embeddings (n, dim) float32)``: pooled encoder embeddings of every store row,
-    in memory (:func:`write_embeddings` streams them to a file instead)."""
+    in memory (:func:`write_embeddings` streams them to a file instead); ``exclude`` as in
+    :func:`iter_embeddings`."""
     ids_out, embs = [], []
     for ids, emb in iter_embeddings(
         model, store_path, batch_size=batch_size, num_encoder_tokens=num_encoder_tokens, seed=seed, progress=progress,
-        allow_mismatch=allow_mismatch,
+        allow_mismatch=allow_mismatch, exclude=exclude,
     ):
         ids_out.append(ids)
         embs.append(emb)
@@ -115,6 +129,7 @@ def iter_predictions(
     progress: bool = True,
     allow_mismatch: bool = False,
     exclude: Iterable[str] = (),
+    probs: bool = False,
 ) -> Iterator[dict[str, np.ndarray]]:
     """Per batch of store rows, the columns :func:`predict_store` returns."""
     from .values import (
@@ -127,10 +142,7 @@ def iter_predictions(
 
     if target not in model.token_keys:
         raise DataError(f"unknown target key {target!r}; the model knows {sorted(model.token_keys)}")
-    exclude = tuple(exclude)
-    unknown = [k for k in exclude if k not in model.token_keys]
-    if unknown:
-        raise DataError(f"exclude: unknown token key {unknown[0]!r}; the model knows {sorted(model.token_keys)}")
+    exclude = _check_exclude(model, exclude)
     model.eval()
     key = model.token_keys[target]
     keys = _store_keys(model, store_path, exclude=(target, *exclude), allow_mismatch=allow_mismatch)
@@ -142,15 +154,17 @@ def iter_predictions(
                                      allow_mismatch=allow_mismatch)
         values = token_values(codec, key)
     for ids, tokens in _batches(model, store_path, keys, batch_size, progress, "predict"):
-        probs = model.predict(tokens, target, num_encoder_tokens, generator=seed).cpu().numpy()
+        p = model.predict(tokens, target, num_encoder_tokens, generator=seed).cpu().numpy()
         if values is not None:  # ids without a bin value (unused bins) are never predicted
-            probs = restrict_probs(probs, values, key)
-        out = {"id": ids, "token": probs.argmax(-1), "prob": probs.max(-1).astype(np.float32)}
+            p = restrict_probs(p, values, key)
+        out = {"id": ids, "token": p.argmax(-1), "prob": p.max(-1).astype(np.float32)}
         if values is not None:
-            out["mean"], out["std"] = distribution_moments(probs, values, key)
-            out["median"] = distribution_quantile(probs, values, key, 0.5)
+            out["mean"], out["std"] = distribution_moments(p, values, key)
+            out["median"] = distribution_quantile(p, values, key, 0.5)
+        if probs:
+            out["probs"] = p.astype(np.float32)
         if key.layout == "scalar":
-            out = {k: (v[:, 0] if v.ndim == 2 else v) for k, v in out.items()}
+            out = {k: (v[:, 0] if v.ndim >= 2 else v) for k, v in out.items()}
         yield out
 
 
@@ -166,6 +180,7 @@ def predict_store(
     progress: bool = True,
     allow_mismatch: bool = False,
     exclude: Iterable[str] = (),
+    probs: bool = False,
 ) -> dict[str, np.ndarray]:
     """Predictions of ``target`` for every store row, from the other keys, in memory.
 
@@ -176,13 +191,15 @@ def predict_store(
     ``codec`` gives bin values (see :mod:`astromodal_model.values`), ``mean``, ``std`` and
     ``median`` of the predicted distribution in physical units (prefer the median for a
     multimodal target such as redshift); ids without a bin value get probability zero. A scalar target gives (n,) arrays.
+    ``probs=True`` adds ``probs``, the whole predicted distribution (n, vocab) float32 (for a
+    sequence target (n, L, vocab)): what a PIT or CRPS needs (:mod:`astromodal_model.scoring`).
     :func:`write_predictions` streams the same columns to a file.
     """
     parts: dict[str, list[np.ndarray]] = {}
     for batch in iter_predictions(
         model, store_path, target, codec=codec, batch_size=batch_size,
         num_encoder_tokens=num_encoder_tokens, seed=seed, progress=progress, exclude=exclude,
-        allow_mismatch=allow_mismatch,
+        allow_mismatch=allow_mismatch, probs=probs,
     ):
         for k, v in batch.items():
             parts.setdefault(k, []).append(v)
@@ -240,14 +257,16 @@ def write_embeddings(
     seed: int = 0,
     progress: bool = True,
     allow_mismatch: bool = False,
+    exclude: Iterable[str] = (),
 ) -> int:
     """Write ``id_col`` + ``embedding`` (fixed-size float32 lists) for every store row, one
-    batch in memory at a time; returns the number of rows."""
+    batch in memory at a time; returns the number of rows. ``exclude``: keys not used as
+    inputs."""
     batches = (
         {id_col: ids, "embedding": emb}
         for ids, emb in iter_embeddings(
             model, store_path, batch_size=batch_size, num_encoder_tokens=num_encoder_tokens,
-            seed=seed, progress=progress, allow_mismatch=allow_mismatch,
+            seed=seed, progress=progress, allow_mismatch=allow_mismatch, exclude=exclude,
         )
     )
     empty = {id_col: np.zeros(0, np.int64), "embedding": np.zeros((0, model.config.dim), np.float32)}
@@ -268,9 +287,10 @@ def write_predictions(
     progress: bool = True,
     allow_mismatch: bool = False,
     exclude: Iterable[str] = (),
+    probs: bool = False,
 ) -> tuple[int, list[str]]:
-    """Write :func:`predict_store`'s columns (``id`` named ``id_col``) batch by batch;
-    returns ``(rows, column names)``."""
+    """Write :func:`predict_store`'s columns (``id`` named ``id_col``; ``probs`` as a
+    fixed-size list per row) batch by batch; returns ``(rows, column names)``."""
     from .keys import key_length
 
     batches = (
@@ -278,7 +298,7 @@ def write_predictions(
         for b in iter_predictions(
             model, store_path, target, codec=codec, batch_size=batch_size,
             num_encoder_tokens=num_encoder_tokens, seed=seed, progress=progress, exclude=exclude,
-            allow_mismatch=allow_mismatch,
+            allow_mismatch=allow_mismatch, probs=probs,
         )
     )
     key = model.token_keys.get(target)
@@ -286,6 +306,8 @@ def write_predictions(
     empty = {id_col: np.zeros(0, np.int64), "token": np.zeros(shape, np.int64), "prob": np.zeros(shape, np.float32)}
     if codec is not None:
         empty.update(mean=np.zeros(shape), std=np.zeros(shape), median=np.zeros(shape))
+    if probs and key is not None:
+        empty["probs"] = np.zeros((*shape, key.vocab_size), np.float32)
     _, rows = write_batches(out, batches, empty)
     return rows, list(empty)
 

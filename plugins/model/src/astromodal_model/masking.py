@@ -11,6 +11,11 @@ loader worker handles it (single-process and DDP training see the same batches).
 targets and draws its inputs from its other keys only, an equal share of the input budget per
 key: the selection rule of ``predict`` (within the training input budget), with every focus key
 hidden, as when they are all unknown at prediction time.
+
+Rows whose keys are all scalars (a catalogue: one token per key) take a vectorised path: every
+key holds one token, so the Dirichlet split over keys reduces to choosing which keys are inputs
+and which targets; both are uniform random choices (of the budgets' sizes) drawn from a hash of
+``(seed, step, row id, key)``, so they too follow the row id, not its place in a batch.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+
+from astromodal_core.sampling import hash_keys
 
 VAL_STEP = 2**32 - 1  # the "step" used for the fixed masks of validation rows
 
@@ -80,6 +87,10 @@ def mask_batch(
     names = [k for k in dense if k in index]
     focus_set = set(focus)
     B = len(ids)
+    if names and all(dense[k].shape[1] == 1 for k in names):
+        return _mask_scalar_batch(np.asarray(ids), dense, names, index, input_budget=input_budget,
+                                  target_budget=target_budget, seed=seed, step=step,
+                                  focus=focus_set, focus_prob=focus_prob)
     enc_rows: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     dec_rows: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     for i in range(B):
@@ -134,3 +145,65 @@ def _pad(rows: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tuple[np.ndar
         n = len(rk)
         k[i, :n], p[i, :n], t[i, :n], valid[i, :n] = rk, rp, rt, True
     return k, p, t, valid
+
+
+def _uniforms(ids: np.ndarray, seed: int, step: int, n: int, purpose: str) -> np.ndarray:
+    """(B, n) uniforms in [0, 1) from a hash of (seed, step, row id, column): one stream per
+    ``purpose``."""
+    sub = np.arange(n, dtype=np.uint64)[None, :]
+    h = hash_keys(ids.astype(np.int64)[:, None], seed, salt=f"astromodal_model.mask:{purpose}:{int(step)}", sub=sub)
+    return (h >> np.uint64(11)).astype(np.float64) / 2.0**53
+
+
+def _first(chosen: np.ndarray, score: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """Per row, the ``count`` entries of ``chosen`` with the lowest ``score``."""
+    s = np.where(chosen, score, np.inf)
+    rank = np.argsort(np.argsort(s, axis=1, kind="stable"), axis=1, kind="stable")
+    return chosen & (rank < count[:, None])
+
+
+def _compact(sel: np.ndarray, key_idx: np.ndarray, tok: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Selected (row, key) slots packed to the front of each row, in key order."""
+    B = sel.shape[0]
+    width = max(1, int(sel.sum(1).max()) if B else 1)
+    order = np.argsort(~sel, axis=1, kind="stable")[:, :width]
+    valid = np.take_along_axis(sel, order, 1)
+    k = np.where(valid, key_idx[order], 0).astype(np.int64)
+    t = np.where(valid, np.take_along_axis(tok, order, 1), 0).astype(np.int64)
+    return k, np.zeros((B, width), np.int64), t, valid
+
+
+def _mask_scalar_batch(
+    ids: np.ndarray, dense: Mapping[str, np.ndarray], names: Sequence[str], index: Mapping[str, int], *,
+    input_budget: int, target_budget: int, seed: int, step: int, focus: set[str], focus_prob: float,
+) -> dict[str, np.ndarray]:
+    """:func:`mask_batch` for rows whose keys are all scalars (vectorised; see the module)."""
+    tok = np.stack([np.asarray(dense[k])[:, 0] for k in names], axis=1).astype(np.int64)
+    key_idx = np.array([index[k] for k in names], dtype=np.int64)
+    present = tok >= 0
+    n = present.sum(1)
+    K = len(names)
+    is_focus = np.array([k in focus for k in names])
+    u_in, u_tgt = _uniforms(ids, seed, step, K, "in"), _uniforms(ids, seed, step, K, "target")
+    # plain 4M rows: split_budgets, then uniform choices of input keys and target keys
+    full = n >= input_budget + target_budget
+    b_in = np.clip(np.round(n * input_budget / (input_budget + target_budget)), 1, np.maximum(n - 1, 1))
+    b_in = np.where(full, input_budget, np.where(n < 2, n, b_in)).astype(np.int64)
+    b_tgt = np.where(full, target_budget, np.where(n < 2, 0, np.minimum(target_budget, n - b_in)))
+    enc = _first(present, u_in, b_in)
+    dec = _first(present & ~enc, u_tgt, b_tgt)
+    if focus and focus_prob > 0 and is_focus.any():
+        u_focus = _uniforms(ids, seed, step, 1, "focus")[:, 0]
+        has_focus = (present & is_focus).any(1)
+        has_other = (present & ~is_focus).any(1)
+        rows = (u_focus < focus_prob) & has_focus & has_other
+        f_dec = _first(present & is_focus, u_tgt, np.full(len(ids), target_budget))
+        f_enc = _first(present & ~is_focus, u_in, np.full(len(ids), input_budget))
+        enc = np.where(rows[:, None], f_enc, enc)
+        dec = np.where(rows[:, None], f_dec, dec)
+    ek, ep, et, ev = _compact(enc, key_idx, tok)
+    dk, dp, dt, dv = _compact(dec, key_idx, tok)
+    return {
+        "enc_key": ek, "enc_pos": ep, "enc_tok": et, "enc_valid": ev,
+        "dec_key": dk, "dec_pos": dp, "dec_tgt": dt, "dec_valid": dv,
+    }

@@ -19,7 +19,7 @@ from astromodal_core.errors import CodecFormatError, DataError
 from astromodal_core.modality import TokenKey
 
 from .batching import ABSENT, dense_batch
-from .config import ModelConfig
+from .config import LEGACY_ORDINAL, ModelConfig
 from .errors import IncompatibleKeyError, UnknownTokenKeyError
 from .keys import (
     KeySpec,
@@ -33,8 +33,19 @@ from .keys import (
     tokenizer_fingerprints,
 )
 from .layers import DecoderBlock, EncoderBlock, key_positions
+from .ordinal import (
+    HI,
+    LO,
+    bin_log_probs,
+    init_mixture_head,
+    input_features,
+    ordinal_table,
+)
 
-MODEL_FORMAT_VERSION = 1
+#: 2: ordinal keys as values (value inputs, mixture heads, their bin tables among the weights)
+MODEL_FORMAT_VERSION = 2
+#: the lowest log probability a mixture head's target counts with (an id that is no real bin)
+MIN_LOG_PROB = -100.0
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 Generator = torch.Generator | int | None
@@ -68,6 +79,11 @@ class AstroModel(nn.Module):
     with the model and checked whenever it meets tokens (see :meth:`from_pretrained`).
     Build with :meth:`from_tokenizer_set` or :meth:`from_store` to take keys, vocabularies and
     fingerprints from the fitted state.
+
+    Ordinal keys (``TokenKey.ordinal``) are values (see :mod:`astromodal_model.ordinal` and
+    :class:`ModelConfig`): ``ordinal_values`` (``{key: token_values}``, which
+    :meth:`from_tokenizer_set` takes from the fitted tokenizers) gives their physical values
+    as inputs; their bin tables are buffers saved with the weights.
     """
 
     def __init__(
@@ -77,6 +93,7 @@ class AstroModel(nn.Module):
         *,
         fingerprints: Mapping[str, str] | None = None,
         tokenizers: Mapping[str, str] | None = None,
+        ordinal_values: Mapping[str, np.ndarray] | None = None,
     ):
         super().__init__()
         if not token_keys:
@@ -88,13 +105,30 @@ class AstroModel(nn.Module):
         self.key_names: list[str] = list(self.token_keys)
         self.key_index: dict[str, int] = {k: i for i, k in enumerate(self.key_names)}
         d = config.dim
+        ordinal = [n for n, k in self.token_keys.items() if k.ordinal]
+        self.value_keys = ordinal if config.ordinal_inputs == "value" else []
+        self.mixture_keys = ordinal if config.ordinal_head == "mixture" else []
+        values = dict(ordinal_values or {})
+        unknown = sorted(set(values) - set(ordinal))
+        if unknown:
+            raise ValueError(f"ordinal_values given for {unknown[0]!r}, which is not an ordinal token key of the model")
+        self.ordinal_tables = nn.Module()
+        for n in dict.fromkeys(self.value_keys + self.mixture_keys):
+            v = values.get(n)
+            table = torch.from_numpy(ordinal_table(self.token_keys[n], None if v is None else np.asarray(v)))
+            self.ordinal_tables.register_buffer(n, table)
         self.token_embed = nn.ModuleDict(
-            {n: nn.Embedding(k.vocab_size, d) for n, k in self.token_keys.items()}
+            {n: nn.Embedding(k.vocab_size, d) for n, k in self.token_keys.items() if n not in self.value_keys}
         )
         n_feat = config.ordinal_features
-        self.value_embed = nn.ModuleDict(
-            {n: nn.Linear(n_feat, d, bias=False) for n, k in self.token_keys.items() if k.ordinal and n_feat}
-        )
+        if config.ordinal_inputs == "value":
+            self.value_embed = nn.ModuleDict(
+                {n: nn.Sequential(nn.Linear(2, d), nn.GELU(), nn.Linear(d, d)) for n in self.value_keys}
+            )
+        else:
+            self.value_embed = nn.ModuleDict(
+                {n: nn.Linear(n_feat, d, bias=False) for n in ordinal if n_feat}
+            )
         self.modality_embed = nn.Embedding(len(self.key_names), d)
         tables = [key_positions(k, d) for k in self.token_keys.values()]
         offsets = np.cumsum([0] + [len(t) for t in tables[:-1]])
@@ -106,9 +140,18 @@ class AstroModel(nn.Module):
         self.encoder_norm = nn.LayerNorm(d)
         self.decoder = nn.ModuleList(DecoderBlock(*args) for _ in range(config.decoder_depth))
         self.decoder_norm = nn.LayerNorm(d)
-        self.heads = nn.ModuleDict({n: nn.Linear(d, k.vocab_size) for n, k in self.token_keys.items()})
+        kmix = config.mixture_components
+        self.heads = nn.ModuleDict({
+            n: nn.Linear(d, 3 * kmix if n in self.mixture_keys else k.vocab_size) for n, k in self.token_keys.items()
+        })
         self.apply(self._init)
         nn.init.trunc_normal_(self.query, std=0.02)
+        for n in self.mixture_keys:
+            init_mixture_head(self.heads[n], kmix)
+        for n in self.value_keys:  # unit-scale value features: torch's default init keeps them O(1)
+            for layer in self.value_embed[n]:
+                if isinstance(layer, nn.Linear):
+                    layer.reset_parameters()
 
     @staticmethod
     def _init(m: nn.Module) -> None:
@@ -147,10 +190,17 @@ class AstroModel(nn.Module):
                 "but the fitted tokenizer does not write it"
             )
         key_fp = tset.key_fingerprints()
+        values: dict[str, np.ndarray] = {}
+        for k in names:
+            if fitted[k].ordinal:
+                v = _fitted_values(tset.load(owners[k]), fitted[k])
+                if v is not None:
+                    values[k] = v
         return cls(
             _as_config(config), {k: fitted[k] for k in names},
             fingerprints={k: key_fp[k] for k in names},
             tokenizers={m: tset.fingerprints()[m] for m in dict.fromkeys(owners.values())},
+            ordinal_values=values,
         )
 
     @classmethod
@@ -188,7 +238,8 @@ class AstroModel(nn.Module):
         return self.query.device
 
     def num_parameters(self, *, non_embedding: bool = False) -> int:
-        """Parameter count; ``non_embedding`` leaves out token tables and output heads."""
+        """Parameter count; ``non_embedding`` leaves out token tables, value embeddings and
+        output heads."""
         skip = ("token_embed.", "value_embed.", "heads.") if non_embedding else ()
         return sum(p.numel() for n, p in self.named_parameters() if not n.startswith(skip))
 
@@ -254,8 +305,13 @@ class AstroModel(nn.Module):
             sel = torch.nonzero(flat_valid & (flat_key == k)).squeeze(1)
             name = self.key_names[k]
             ids = flat_tok[sel]
-            e = self.token_embed[name](ids)
-            if name in self.value_embed:
+            if name in self.value_keys:
+                mlp = self.value_embed[name]
+                feats = input_features(self.ordinal_table(name), ids)
+                e = mlp(feats.to(mlp[0].weight.dtype))
+            else:
+                e = self.token_embed[name](ids)
+            if name in self.value_embed and name not in self.value_keys:
                 proj = self.value_embed[name]
                 feats = ordinal_features(ids, self.token_keys[name], self.config.ordinal_features)
                 e = e + proj(feats.to(proj.weight.dtype))
@@ -286,9 +342,24 @@ class AstroModel(nn.Module):
             x = block(x, self_mask, context, ctx_mask)
         return self.decoder_norm(x)
 
+    def ordinal_table(self, name: str) -> torch.Tensor:
+        """The (vocab, 5) bin table of an ordinal key (see :mod:`astromodal_model.ordinal`)."""
+        return self.ordinal_tables.get_buffer(name)
+
     def _logits(self, name: str, h: torch.Tensor) -> torch.Tensor:
-        """Head logits; the key's mask token gets -inf, so it is never predicted."""
-        logits = self.heads[name](h).float()
+        """Head logits (log probabilities for a mixture head); the key's mask token and ids
+        that are no real bin get -inf, so they are never predicted."""
+        if name in self.mixture_keys:
+            table = self.ordinal_table(name)
+            raw = self.heads[name](h)
+            flat = raw.reshape(-1, raw.shape[-1])
+            chunk = max(1, 2**21 // max(1, table.shape[0] * self.config.mixture_components))
+            parts = [bin_log_probs(flat[i:i + chunk], table[None, :, LO], table[None, :, HI],
+                                   self.config.mixture_components)
+                     for i in range(0, max(1, flat.shape[0]), chunk)]
+            logits = torch.cat(parts).reshape(*raw.shape[:-1], table.shape[0])
+        else:
+            logits = self.heads[name](h).float()
         mt = self.token_keys[name].mask_token
         if mt is not None:
             logits[..., mt] = float("-inf")
@@ -439,12 +510,14 @@ class AstroModel(nn.Module):
     def loss_terms(
         self, batch: Mapping[str, torch.Tensor], *, ordinal_smoothing: float = 0.0
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-key summed cross entropy and target counts (K,) for a masked training batch.
+        """Per-key summed negative log-likelihood (cross entropy) and target counts (K,) for
+        a masked training batch.
 
         ``batch`` holds ``enc_tok, enc_key, enc_pos, enc_valid`` (B, E) and
         ``dec_key, dec_pos, dec_valid, dec_tgt`` (B, T), as made by :mod:`astromodal_model.masking`.
         ``ordinal_smoothing`` > 0 trains ordinal keys against a Gaussian of that width (in ids)
-        around the true id instead of the id alone, so a near miss costs less than a far one.
+        around the true id instead of the id alone, so a near miss costs less than a far one
+        (keys with a mixture head are smooth already and ignore it).
         """
         ctx = self._encode(batch["enc_tok"], batch["enc_key"], batch["enc_pos"], batch["enc_valid"])
         h = self._decode(ctx, batch["enc_valid"], batch["dec_key"], batch["dec_pos"], batch["dec_valid"])
@@ -455,6 +528,15 @@ class AstroModel(nn.Module):
         for k in torch.unique(dk[dv]).tolist():
             sel = dv & (dk == k)
             name = self.key_names[k]
+            if name in self.mixture_keys:
+                table = self.ordinal_table(name)
+                t = tgt[sel]
+                logp = bin_log_probs(self.heads[name](h[sel]), table[t, LO][:, None], table[t, HI][:, None],
+                                     self.config.mixture_components)[:, 0]
+                loss = -logp.clamp_min(MIN_LOG_PROB).sum()
+                sums = sums.index_add(0, torch.tensor([k], device=h.device), loss[None])
+                counts[k] = sel.sum()
+                continue
             logits = self.heads[name](h[sel]).float()
             if ordinal_smoothing > 0 and self.token_keys[name].ordinal:
                 soft = ordinal_targets(tgt[sel], self.token_keys[name], ordinal_smoothing)
@@ -530,7 +612,11 @@ class AstroModel(nn.Module):
             version = int(cfg["format_version"])
             recorded = keys_from_json(cfg["token_keys"])
             recorded = {k: recorded[k] for k in cfg["key_order"]}
-            mconf = ModelConfig.from_dict(cfg["model"])
+            model_cfg = dict(cfg["model"])
+            if version < 2:  # saved before ordinal keys were values
+                for k, v in LEGACY_ORDINAL.items():
+                    model_cfg.setdefault(k, v)
+            mconf = ModelConfig.from_dict(model_cfg)
             rec_fp = {str(k): str(v) for k, v in dict(cfg.get("fingerprints") or {}).items()}
             rec_tok = {str(k): str(v) for k, v in dict(cfg.get("tokenizers") or {}).items()}
         except (ValueError, KeyError, TypeError) as exc:
@@ -630,6 +716,19 @@ def ordinal_targets(target: torch.Tensor, key: TokenKey, width: float) -> torch.
     if key.mask_token is not None:
         w[:, key.mask_token] = 0.0
     return w / w.sum(1, keepdim=True)
+
+
+def _fitted_values(tokenizer: Any, key: TokenKey) -> np.ndarray | None:
+    """A fitted tokenizer's values of an ordinal key (``token_values``), or None when it has
+    none (no value protocol, or it refuses the key)."""
+    from .values import token_values
+
+    if not callable(getattr(tokenizer, "token_values", None)):
+        return None
+    try:
+        return token_values(tokenizer, key)
+    except (DataError, NotImplementedError):
+        return None
 
 
 def _rows(value: Any) -> int:

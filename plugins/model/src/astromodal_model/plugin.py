@@ -75,6 +75,9 @@ def _quiet_repeats() -> Iterator[None]:
         yield
 
 
+_THREADS_HELP = ("torch CPU threads (default: the config's train.threads for train, else half the usable "
+                 "cores, at most 8, so a shared machine does not stall).")
+
 _ALLOW_HELP = ("Use the model on tokens (or values) from tokenizers whose fingerprints differ from "
                "the ones it was trained on, with a warning, instead of failing.")
 
@@ -91,11 +94,12 @@ def astromodal_register_commands(cli: Any) -> None:
     @click.option("--allow-fingerprint-mismatch", "allow_mismatch", is_flag=True, help=_ALLOW_HELP)
     @click.option("--no-resume", is_flag=True, help="Start over even if OUT holds a checkpoint.")
     @click.option("--device", default=None, help="torch device (default: cuda when present, else cpu).")
+    @click.option("--threads", type=click.IntRange(min=1), default=None, help=_THREADS_HELP)
     @click.option("--quiet", is_flag=True, help="No progress bar.")
     @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary for scripts.")
     def train(
         tokens: str, config: str, out: str, tokenizers: str | None, allow_mismatch: bool, no_resume: bool,
-        device: str | None, quiet: bool, as_json: bool,
+        device: str | None, threads: int | None, quiet: bool, as_json: bool,
     ) -> None:
         """Train the model on a token store (4M-style masked training). Works under torchrun.
 
@@ -108,7 +112,7 @@ def astromodal_register_commands(cli: Any) -> None:
 
         model, history = train_model(
             tokens, config, out, tokenizers=tokenizers, allow_mismatch=allow_mismatch,
-            resume=not no_resume, progress=not quiet, device=device,
+            resume=not no_resume, progress=not quiet, device=device, threads=threads,
         )
         rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
         if dist.is_available() and dist.is_initialized():
@@ -120,6 +124,8 @@ def astromodal_register_commands(cli: Any) -> None:
             "steps": len(history["loss"]),
             "final_loss": history["loss"][-1] if history["loss"] else None,
             "val": history["val"][-1] if history["val"] else None,
+            "best": history.get("best"),
+            "stopped_early": history.get("stopped_early"),
             "parameters": model.num_parameters(),
             "token_keys": model.key_names,
         }
@@ -132,6 +138,10 @@ def astromodal_register_commands(cli: Any) -> None:
         if summary["val"]:
             for k, v in summary["val"]["loss"].items():
                 click.echo(f"  val loss {k}: {v:.4f}")
+        if summary["best"]:
+            stopped = f", stopped early at step {summary['stopped_early']}" if summary["stopped_early"] else ""
+            click.echo(f"best validation score {summary['best']['score']:.4f} at step {summary['best']['step']}"
+                       f" (the saved model){stopped}")
         click.echo(f"model saved to {out}/model")
 
     @cli.command()
@@ -140,25 +150,30 @@ def astromodal_register_commands(cli: Any) -> None:
     @click.option("--out", "out", required=True, help="Output parquet: id + embedding.")
     @click.option("--batch-size", default=256, show_default=True)
     @click.option("--num-encoder-tokens", default=600, show_default=True)
+    @click.option("--exclude", multiple=True, metavar="KEY",
+                  help="A token key not to use as input (repeatable), e.g. --exclude tok_z.")
     @click.option("--allow-fingerprint-mismatch", "allow_mismatch", is_flag=True, help=_ALLOW_HELP)
+    @click.option("--threads", type=click.IntRange(min=1), default=None, help=_THREADS_HELP)
     @click.option("--quiet", is_flag=True, help="No progress bar.")
     @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary for scripts.")
     def embed(
-        model_dir: str, tokens: str, out: str, batch_size: int, num_encoder_tokens: int, allow_mismatch: bool,
-        quiet: bool, as_json: bool,
+        model_dir: str, tokens: str, out: str, batch_size: int, num_encoder_tokens: int, exclude: tuple[str, ...],
+        allow_mismatch: bool, threads: int | None, quiet: bool, as_json: bool,
     ) -> None:
         """Write pooled embeddings of every row of a token store (checked against the model)."""
         from astromodal_core.store import store_metadata
 
         from .inference import write_embeddings
         from .model import AstroModel
+        from .threads import torch_threads
 
         meta = store_metadata(tokens)
         model = AstroModel.from_pretrained(model_dir, tokens=tokens, allow_mismatch=allow_mismatch)
-        with _quiet_repeats():
+        with _quiet_repeats(), torch_threads(threads):
             rows = write_embeddings(
                 model, tokens, out, id_col=meta["id_col"], batch_size=batch_size,
                 num_encoder_tokens=num_encoder_tokens, progress=not quiet, allow_mismatch=allow_mismatch,
+                exclude=exclude,
             )
         summary = {"out": out, "rows": int(rows), "dim": int(model.config.dim)}
         if as_json:
@@ -181,13 +196,17 @@ def astromodal_register_commands(cli: Any) -> None:
     @click.option("--num-encoder-tokens", default=600, show_default=True)
     @click.option("--exclude", multiple=True, metavar="KEY",
                   help="A token key not to use as input (repeatable), e.g. --exclude tok_spectrum_desi_b.")
+    @click.option("--probs", "with_probs", is_flag=True,
+                  help="Also write the whole predicted distribution (column probs: one probability per "
+                       "token id), for PIT / CRPS calibration checks.")
     @click.option("--allow-fingerprint-mismatch", "allow_mismatch", is_flag=True, help=_ALLOW_HELP)
+    @click.option("--threads", type=click.IntRange(min=1), default=None, help=_THREADS_HELP)
     @click.option("--quiet", is_flag=True, help="No progress bar.")
     @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary for scripts.")
     def predict(
         model_dir: str, tokens: str, target: str, out: str, tokenizers: str | None, tokenizer: tuple[str, ...],
         values: str | None, batch_size: int, num_encoder_tokens: int, exclude: tuple[str, ...],
-        allow_mismatch: bool, quiet: bool, as_json: bool,
+        with_probs: bool, allow_mismatch: bool, threads: int | None, quiet: bool, as_json: bool,
     ) -> None:
         """Predict one token key for every row of a token store from its other keys.
 
@@ -198,6 +217,7 @@ def astromodal_register_commands(cli: Any) -> None:
 
         from .inference import write_predictions
         from .model import AstroModel
+        from .threads import torch_threads
         from .values import values_source_fingerprint
 
         meta = store_metadata(tokens)
@@ -207,11 +227,11 @@ def astromodal_register_commands(cli: Any) -> None:
         if fp is not None:  # the values must come from the tokenizer that made the target's tokens
             model.check_fingerprints({target: fp}, where=f"the tokenizer giving the values of {target!r}",
                                      allow_mismatch=allow_mismatch)
-        with _quiet_repeats():
+        with _quiet_repeats(), torch_threads(threads):
             rows, columns = write_predictions(
                 model, tokens, target, out, id_col=meta["id_col"], codec=codec, batch_size=batch_size,
                 num_encoder_tokens=num_encoder_tokens, progress=not quiet, exclude=exclude,
-                allow_mismatch=allow_mismatch,
+                allow_mismatch=allow_mismatch, probs=with_probs,
             )
         summary = {"out": out, "rows": int(rows), "target": target, "columns": columns}
         if as_json:

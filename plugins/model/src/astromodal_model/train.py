@@ -1,7 +1,9 @@
-"""Masked multimodal training: AdamW, warmup + cosine, clipping, bf16 on CUDA, DDP, checkpoints."""
+"""Masked multimodal training: AdamW, warmup + cosine, clipping, bf16 on CUDA, DDP, checkpoints,
+validation with the best model kept and early stopping, torch.compile on CUDA."""
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -21,6 +23,7 @@ from .config import ModelConfig, TrainConfig, load_model_yaml, split_config
 from .data import MaskedTokenDataset, to_device, validation_batches, validation_rows
 from .keys import check_fingerprints, check_keys_match, keys_from_json, keys_to_json
 from .model import AstroModel
+from .threads import torch_threads
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
 HISTORY_FILE = "history.json"
@@ -101,12 +104,18 @@ def _decay_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]
 
 def save_checkpoint(
     path: Path, model: AstroModel, opt: torch.optim.Optimizer, step: int, history: dict[str, Any],
-    mconf: ModelConfig, tconf: TrainConfig,
+    mconf: ModelConfig, tconf: TrainConfig, best: Mapping[str, torch.Tensor] | None = None,
+    ema: nn.Module | None = None,
 ) -> None:
-    """Model weights and flattened AdamW state in one safetensors file (atomic)."""
+    """Model weights, flattened AdamW state, the best weights so far (``best``) and the
+    exponential moving average of the weights (``ema``) in one safetensors file (atomic)."""
     from astromodal_core.serialize import save_safetensors
 
     arrays = {f"model.{k}": v.detach().float().cpu().numpy() for k, v in model.state_dict().items()}
+    for k, v in (best or {}).items():
+        arrays[f"best.{k}"] = v.detach().float().cpu().numpy()
+    for k, v in (ema.state_dict() if ema is not None else {}).items():
+        arrays[f"ema.{k}"] = v.detach().float().cpu().numpy()
     for group in opt.param_groups:
         for name, p in zip(group["names"], group["params"]):
             for sk, sv in opt.state.get(p, {}).items():
@@ -120,9 +129,11 @@ def save_checkpoint(
 
 
 def load_checkpoint(
-    path: Path, model: AstroModel, opt: torch.optim.Optimizer, *, allow_mismatch: bool = False
-) -> tuple[int, dict[str, Any]]:
-    """Restore weights and optimizer state; return ``(step, history)``.
+    path: Path, model: AstroModel, opt: torch.optim.Optimizer, *, allow_mismatch: bool = False,
+    ema: nn.Module | None = None,
+) -> tuple[int, dict[str, Any], dict[str, torch.Tensor] | None]:
+    """Restore weights, optimizer state and the weights' moving average (into ``ema`` when
+    the checkpoint has one); return ``(step, history, best weights or None)``.
 
     The checkpoint's token keys and fingerprints must be the model's (the run resumes on
     tokens from the same tokenizers); a fingerprint difference warns with ``allow_mismatch``.
@@ -154,7 +165,11 @@ def load_checkpoint(
             idx += 1
     sd = opt.state_dict()
     opt.load_state_dict({"state": opt_state, "param_groups": sd["param_groups"]})
-    return int(json.loads(meta["step"])), json.loads(meta["history"])
+    best = {k[len("best."):]: torch.from_numpy(np.array(v)) for k, v in arrays.items() if k.startswith("best.")}
+    averaged = {k[len("ema."):]: torch.from_numpy(np.array(v)) for k, v in arrays.items() if k.startswith("ema.")}
+    if ema is not None and averaged:
+        ema.load_state_dict(averaged)
+    return int(json.loads(meta["step"])), json.loads(meta["history"]), best or None
 
 
 @torch.no_grad()
@@ -171,6 +186,28 @@ def validate(model: AstroModel, batches: list[dict[str, np.ndarray]], device: to
         counts += c.double().cpu()
     model.train()
     return {model.key_names[k]: float(sums[k] / counts[k]) for k in range(K) if counts[k] > 0}
+
+
+def selection_score(val: Mapping[str, float], focus_val: Mapping[str, float], focus: list[str]) -> float:
+    """The validation figure the best model is chosen by: the focus keys' mean loss (predicted
+    from all other keys) when there are focus keys, else the mean over every key."""
+    if focus:
+        got = [focus_val[k] for k in focus if k in focus_val]
+        if got:
+            return float(np.mean(got))
+    return float(np.mean(list(val.values()))) if val else float("inf")
+
+
+def compile_blocks(model: AstroModel, mode: str | bool | None, device: torch.device) -> bool:
+    """``torch.compile`` the encoder and decoder blocks in place (dynamic shapes: batches of
+    rows with different token counts). ``mode``: True, False, or "auto"/None (CUDA only).
+    Returns whether it compiled."""
+    on = device.type == "cuda" if mode in (None, "auto") else bool(mode)
+    if not on or not hasattr(torch, "compile"):
+        return False
+    for block in [*model.encoder, *model.decoder]:
+        block.compile(dynamic=True)
+    return True
 
 
 def _autocast(device: torch.device) -> Any:
@@ -191,6 +228,7 @@ def train_model(
     resume: bool = True,
     progress: bool = True,
     device: str | torch.device | None = None,
+    threads: int | None = None,
 ) -> tuple[AstroModel, dict[str, Any]]:
     """Train on a token store; return ``(model, history)``.
 
@@ -205,8 +243,34 @@ def train_model(
     ``out_dir/model/`` (``AstroModel.from_pretrained``). History: ``step``, ``loss``, ``lr``
     per step and ``val`` (``{"step", "loss": {key: mean CE}}`` entries). Under torchrun
     (``WORLD_SIZE`` > 1) it runs DistributedDataParallel; ``batch_size`` is the global batch.
+
+    Every ``val_every`` steps the validation loss is measured; the saved and returned model is
+    the best one (``keep_best``, the default), and ``early_stopping`` > 0 stops after that many
+    validations without improvement (history: ``best`` = ``{"step", "score"}``,
+    ``stopped_early`` = the step, or None). ``threads`` (default: the config's ``threads``,
+    else :func:`~astromodal_model.threads.default_threads`) sets torch's CPU threads for the
+    run. On CUDA the transformer blocks are compiled (``compile: auto``), the forward runs in
+    bf16 autocast and AdamW is fused.
     """
     mconf, tconf = _configs(config, train_config)
+    with torch_threads(threads if threads is not None else tconf.threads):
+        return _train(store_path, mconf, tconf, out_dir, token_keys=token_keys, tokenizers=tokenizers,
+                      allow_mismatch=allow_mismatch, resume=resume, progress=progress, device=device)
+
+
+def _train(
+    store_path: str | os.PathLike[str],
+    mconf: ModelConfig,
+    tconf: TrainConfig,
+    out_dir: str | os.PathLike[str],
+    *,
+    token_keys: Any,
+    tokenizers: Any,
+    allow_mismatch: bool,
+    resume: bool,
+    progress: bool,
+    device: str | torch.device | None,
+) -> tuple[AstroModel, dict[str, Any]]:
     rank, world = _dist()
     if device is None:
         device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
@@ -231,13 +295,19 @@ def train_model(
     keys = dict(model.token_keys)
     model = model.to(device)
     groups = _decay_groups(model, tconf.weight_decay)
-    fused = {"fused": True} if device.type == "cuda" else {}
+    fused = {"fused": True} if device.type == "cuda" else {"foreach": True}
     opt = torch.optim.AdamW(groups, lr=tconf.lr, betas=(0.9, 0.95), **fused)
-    history: dict[str, Any] = {"step": [], "loss": [], "lr": [], "val": []}
+    history: dict[str, Any] = {"step": [], "loss": [], "lr": [], "val": [], "best": None, "stopped_early": None}
     start = 0
+    best_state: dict[str, torch.Tensor] | None = None
+    ema = copy.deepcopy(model).eval() if tconf.ema_decay > 0 else None
+    if ema is not None:
+        ema.requires_grad_(False)
     ckpt = out_dir / CHECKPOINT_FILE
     if resume and ckpt.is_file():
-        start, history = load_checkpoint(ckpt, model, opt, allow_mismatch=allow_mismatch)
+        start, history, best_state = load_checkpoint(ckpt, model, opt, allow_mismatch=allow_mismatch, ema=ema)
+        history.setdefault("best", None)
+        history.setdefault("stopped_early", None)
     if tconf.ordinal_smoothing > 0 and not any(k.ordinal for k in keys.values()):
         import warnings
 
@@ -250,6 +320,8 @@ def train_model(
     if unknown:
         raise ConfigError(f"train config: focus key {unknown[0]!r} is not a trained token key; "
                           f"keys: {sorted(keys)}")
+    compiled = compile_blocks(model, tconf.compile, device)
+    history["compiled"] = compiled
     wrapped: nn.Module = _LossModule(model, tconf.ordinal_smoothing)
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
@@ -266,7 +338,15 @@ def train_model(
         input_budget=tconf.input_budget, target_budget=tconf.target_budget,
         alpha=tconf.dirichlet_alpha, seed=tconf.seed, focus=focus, focus_prob=tconf.focus_prob,
     )
-    remaining = tconf.steps - start
+    focus_batches = [] if val is None or not focus else validation_batches(
+        *val, model.key_names, batch_size=max(1, tconf.batch_size // world),
+        input_budget=tconf.input_budget, target_budget=tconf.target_budget,
+        alpha=tconf.dirichlet_alpha, seed=tconf.seed, focus=focus, focus_prob=1.0,
+    )
+    since_best = 0
+    if history["val"] and history["best"] is not None:
+        since_best = sum(1 for v in history["val"] if v["step"] > history["best"]["step"])
+    remaining = 0 if history["stopped_early"] is not None else tconf.steps - start
     dataset = MaskedTokenDataset(
         store_path, keys, model.key_names, batch_size=tconf.batch_size,
         input_budget=tconf.input_budget, target_budget=tconf.target_budget,
@@ -300,6 +380,10 @@ def train_model(
         if tconf.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), tconf.grad_clip)
         opt.step()
+        if ema is not None:
+            decay = min(tconf.ema_decay, (1.0 + step) / (10.0 + step))
+            with torch.no_grad():
+                torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1.0 - decay)
         reported = float(_all_reduce(loss.detach().clone(), world) / world)
         if not math.isfinite(reported):
             raise FloatingPointError(f"training loss is {reported} at step {step}")
@@ -309,13 +393,36 @@ def train_model(
         bar.update(1)
         bar.set_postfix(loss=f"{reported:.4f}")
         done = step + 1
+        stop = False
         if val_batches and (done % tconf.val_every == 0 or done == tconf.steps):
-            history["val"].append({"step": done, "loss": validate(model, val_batches, device)})
-        if main and (done % tconf.checkpoint_every == 0 or done == tconf.steps):
-            save_checkpoint(ckpt, model, opt, done, history, mconf, tconf)
-        if world > 1 and (done % tconf.checkpoint_every == 0 or done == tconf.steps):
+            judged = model if ema is None else ema  # the weights that would be saved
+            entry: dict[str, Any] = {"step": done, "loss": validate(judged, val_batches, device)}
+            if focus_batches:
+                entry["focus"] = validate(judged, focus_batches, device)
+            entry["score"] = selection_score(entry["loss"], entry.get("focus", {}), focus)
+            history["val"].append(entry)
+            if history["best"] is None or entry["score"] < history["best"]["score"]:
+                history["best"] = {"step": done, "score": entry["score"]}
+                since_best = 0
+                if tconf.keep_best:
+                    best_state = {k: v.detach().clone() for k, v in judged.state_dict().items()}
+            else:
+                since_best += 1
+                stop = tconf.early_stopping > 0 and since_best >= tconf.early_stopping
+                if stop:
+                    history["stopped_early"] = done
+        last = done == tconf.steps or stop
+        if main and (done % tconf.checkpoint_every == 0 or last):
+            save_checkpoint(ckpt, model, opt, done, history, mconf, tconf, best_state, ema)
+        if world > 1 and (done % tconf.checkpoint_every == 0 or last):
             torch.distributed.barrier()
+        if stop:
+            break
     bar.close()
+    if tconf.keep_best and best_state is not None:
+        model.load_state_dict(best_state)
+    elif ema is not None:
+        model.load_state_dict(ema.state_dict())
     if main:
         model.save_pretrained(out_dir / MODEL_DIR)
         from astromodal_core.serialize import atomic_path
