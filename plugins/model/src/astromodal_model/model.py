@@ -36,6 +36,7 @@ from .layers import DecoderBlock, EncoderBlock, key_positions
 from .ordinal import (
     HI,
     LO,
+    all_bin_log_probs,
     bin_log_probs,
     init_mixture_head,
     input_features,
@@ -354,8 +355,7 @@ class AstroModel(nn.Module):
             raw = self.heads[name](h)
             flat = raw.reshape(-1, raw.shape[-1])
             chunk = max(1, 2**21 // max(1, table.shape[0] * self.config.mixture_components))
-            parts = [bin_log_probs(flat[i:i + chunk], table[None, :, LO], table[None, :, HI],
-                                   self.config.mixture_components)
+            parts = [all_bin_log_probs(flat[i:i + chunk], table, self.config.mixture_components)
                      for i in range(0, max(1, flat.shape[0]), chunk)]
             logits = torch.cat(parts).reshape(*raw.shape[:-1], table.shape[0])
         else:

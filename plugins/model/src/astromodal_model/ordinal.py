@@ -90,9 +90,9 @@ def ordinal_table(key: TokenKey, values: np.ndarray | None = None) -> np.ndarray
 def input_features(table: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     """(n, 2): the normal score and the standardised value of each id.
 
-    Only these smooth features: Fourier features of the id up to one turn per eight ids (the
-    ``"id"`` inputs) let a small catalogue be memorised bin by bin; on 5,400 BOSS galaxies
-    they cost a fifth of the photo-z accuracy (sigma_NMAD 0.026 against 0.021).
+    Only these smooth features: with Fourier features of the rank up to one turn per eight
+    bins as well, the model overfitted 5,400 BOSS galaxies within 800 steps (photo-z
+    sigma_NMAD 0.026 against 0.021 without them).
     """
     return table[ids][:, SCORE:VALUE + 1]
 
@@ -126,6 +126,20 @@ def bin_log_probs(raw: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, k: int)
     b = (hi[..., None] - mu[..., None, :]) / sigma[..., None, :]
     out = torch.logsumexp(logw[..., None, :].double() + log_diff_ndtr(a, b), dim=-1).float()
     return torch.where(hi > lo, out, torch.full_like(out, float("-inf")))
+
+
+def all_bin_log_probs(raw: torch.Tensor, table: torch.Tensor, k: int) -> torch.Tensor:
+    """Log probabilities (n, vocab) of every id from the head's output (n, 3k): the mixture's
+    CDF evaluated once at each edge between consecutive real bins (float64), differenced.
+    Ids that are no real bin get -inf (so does a bin whose mass is below float64's reach)."""
+    real = table[:, HI] > table[:, LO]
+    edges = torch.cat([table[real, LO], table[real, HI][-1:]]).double()
+    logw, mu, sigma = mixture_params(raw, k)
+    cdf = torch.special.ndtr((edges[None, :, None] - mu.double()[:, None, :]) / sigma.double()[:, None, :])
+    mass = ((cdf[:, 1:] - cdf[:, :-1]).clamp_min(0.0) * logw.double().exp()[:, None, :]).sum(-1)
+    out = torch.full((raw.shape[0], table.shape[0]), float("-inf"), dtype=torch.float64, device=raw.device)
+    out[:, real] = torch.log(mass)
+    return out.float()
 
 
 def init_mixture_head(head: torch.nn.Linear, k: int) -> None:
