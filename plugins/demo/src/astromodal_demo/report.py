@@ -50,6 +50,11 @@ def summary_rows(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
                 rows.append((f"predict {t['target']} (median abs error)",
                              f"model {m['median_abs']:.4f} vs kNN {k['median_abs']:.4f}{ref} mag "
                              f"(n={m['n']})"))
+        by = model.get("redshift_by_inputs") or {}
+        if by:
+            rows.append(("redshift by input (sigma_NMAD, outliers)", ", ".join(
+                f"{label} {m['sigma_nmad']:.4f}, {100 * m['outliers']:.0f}%"
+                for label, m in by["inputs"].items()) + f" (n={by['rows']} with a DESI spectrum)"))
         e = model["embedding"]
         rows.append(("embedding neighbours", f"{100 * e['class_agreement']:.0f}% of {e['k']}-NN share the class "
                      f"(chance {100 * e['chance']:.0f}%)"))
@@ -126,6 +131,16 @@ def write_report(out: Path, summary: Mapping[str, Any]) -> str:
                 if metric != "n":
                     md.append(f"| {t['target']} | {metric} | {_fmt(t['model'][metric])} | "
                               f"{_fmt(t['knn'][metric])} | {_fmt(cat.get(metric))} | {t['model']['n']} |")
+        by = model.get("redshift_by_inputs") or {}
+        if by:
+            md += ["", "### Redshift by input", "",
+                   f"The same model predicts the redshift of the {by['rows']} test objects that have "
+                   "a DESI spectrum from one set of inputs at a time (every other key excluded): the "
+                   "S-PLUS magnitudes but the held-out band, the DESI spectrum tokens (level, shape, "
+                   "norm and noise keys of the b/r/z arms), or both.", "",
+                   "| inputs | keys | sigma_NMAD | outliers | bias | n |", "|---|---|---|---|---|---|"]
+            md += [f"| {label} | {m['keys']} | {m['sigma_nmad']:.4f} | {100 * m['outliers']:.1f}% | "
+                   f"{m['bias']:.4f} | {m['n']} |" for label, m in by["inputs"].items()]
         e = model["embedding"]
         md += ["", "### Nearest neighbours in embedding space", "",
                f"Over {e['rows']} test objects, {100 * e['class_agreement']:.1f}% of the {e['k']} nearest "

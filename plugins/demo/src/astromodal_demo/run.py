@@ -41,19 +41,27 @@ def demo_tokenizer_settings(cutout_size: int, seed: int) -> dict[str, dict[str, 
     return {
         "scalar": {"n_bins": 64, "rng_seed": seed},
         "spectrum": {"codebook_size": 256, "n_iter": 10, "max_features_per_group": 200_000,
-                     "max_rows_per_file": 1000, "rng_seed": seed},
+                     "max_rows_per_file": 1000, "rng_seed": seed, "groups": DEMO_SPECTRUM_GROUPS,
+                     "detect_ztf": True},
         "image": {"cutout_size": cutout_size, "codebook_size": 256, "epochs": 4,
                   "max_cutouts": 2000, "rng_seed": seed},
     }
 
 
-#: Per-pixel spectrum streams (thousands of tokens a row) left out of the demo model, so that a
-#: short CPU run sees every modality; their per-object ``_norm`` keys stay in.
-MODEL_EXCLUDED_PREFIXES = ("tok_spectrum_desi_",)
+#: DESI arms as a level and a shape token per 32 pixels (506 tokens an object over b/r/z, not one
+#: a pixel), Gaia XP; the ZTF bands found are added (``detect_ztf``).
+DEMO_SPECTRUM_GROUPS = [
+    *({"name": f"desi_{arm}", "kind": "flux_ivar", "encoding": "level_shape", "patch_size": 32}
+      for arm in ("b", "r", "z")),
+    "gaiaxp_bp", "gaiaxp_rp",
+]
+
+#: Store keys left out of the demo model (none: the DESI spectra are a few hundred tokens now).
+MODEL_EXCLUDED_PREFIXES: tuple[str, ...] = ()
 
 
 def model_token_keys(store_keys: list[str]) -> list[str]:
-    """The store keys the demo model uses (all but the per-pixel DESI sequences)."""
+    """The store keys the demo model uses (all but those of ``MODEL_EXCLUDED_PREFIXES``)."""
     return [k for k in store_keys
             if not (k.startswith(MODEL_EXCLUDED_PREFIXES) and not k.endswith("_norm"))]
 
@@ -239,15 +247,20 @@ def run_demo(
     if with_model and "scalar" in loaded:
         from .model_eval import train_and_evaluate
 
-        model_result = steps_box.run(
-            f"train the tiny model ({steps} steps) and evaluate it",
-            lambda: train_and_evaluate(store, out / "model", truth, loaded["scalar"],
-                                       held_out_band=HELD_OUT_BAND,
-                                       model_config=demo_model_config(
-                                           steps, seed, model_token_keys(list(usage)),
-                                           focus_keys=["tok_z", f"tok_mag_pstotal_{HELD_OUT_BAND}"]),
-                                       seed=seed,
-                                       progress=progress))
+        def model_part() -> dict[str, Any]:
+            result = train_and_evaluate(store, out / "model", truth, loaded["scalar"],
+                                        held_out_band=HELD_OUT_BAND,
+                                        model_config=demo_model_config(
+                                            steps, seed, model_token_keys(list(usage)),
+                                            focus_keys=["tok_z", f"tok_mag_pstotal_{HELD_OUT_BAND}"]),
+                                        seed=seed,
+                                        progress=progress, tokenizers=out / "tokenizers")
+            result["redshift_by_inputs"] = _redshift_by_inputs(out / "model", truth, loaded["scalar"],
+                                                               seed, progress)
+            return result
+
+        model_result = steps_box.run(f"train the tiny model ({steps} steps) and evaluate it",
+                                     model_part)
     elif not has_model:
         summary["model"] = {"skipped": "astromodal-model is not installed: tokenizer part only"}
     else:
@@ -262,6 +275,7 @@ def run_demo(
                           "knn": t["knn"], "knn_catalogue": t["knn_catalogue"]}
                       for k, t in model_result["tasks"].items()},
             "embedding": model_result["embedding"],
+            "redshift_by_inputs": model_result.get("redshift_by_inputs") or {},
         }
     summary["plots"] = [p.name for p in pngs]
     summary["seconds"] = {**{k: round(v, 2) for k, v in steps_box.seconds.items()},
@@ -270,6 +284,21 @@ def run_demo(
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
     summary["table"] = table
     return summary
+
+
+def _redshift_by_inputs(model_out: Path, truth: Mapping[str, np.ndarray], scalar_tok: Any,
+                        seed: int, progress: bool) -> dict[str, Any]:
+    """The model's redshift from photometry alone, spectra alone and both (test objects with
+    a DESI spectrum); ``{}`` when the run has no DESI keys or no tok_z."""
+    from .model_eval import bin_values
+    from .redshift_inputs import redshift_by_inputs
+
+    values = bin_values(scalar_tok, ["z"]) if "z" in scalar_tok.scalar_cols else {}
+    if "tok_z" not in values:
+        return {}
+    return redshift_by_inputs(model_out / "model_run" / "model", model_out / "test_tokens.parquet",
+                              truth, values["tok_z"], hidden=[f"tok_mag_pstotal_{HELD_OUT_BAND}"],
+                              seed=seed, progress=progress)
 
 
 def _json_default(o: Any) -> Any:

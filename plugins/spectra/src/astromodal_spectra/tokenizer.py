@@ -126,11 +126,16 @@ class SpectrumTokenizer(Tokenizer):
     (log10 flux scale or median magnitude) on an ordinal scalar key ``<token_key>_norm`` with
     ``norm_bins`` bins (id ``norm_bins`` = no data; :meth:`token_values` gives the bin centres).
 
-    Rectangular groups (flux_ivar, ztf_mag_err) have ``L = ceil(length / patch_size)`` tokens
-    per row: ``length`` is the group's ``length`` if given, else the longest row seen in
-    training (for ZTF at least ``max_points_per_row``); shorter rows are padded with the mask
-    token, longer rows are a DataError. Gaia XP groups are ragged: 600 / patch_size tokens for
-    a source with that band, an empty row for a source without.
+    DESI groups have ``L = ceil(length / patch_size)`` tokens per row: ``length`` is the
+    group's ``length`` if given, else the longest row seen in training; shorter rows are padded
+    with the mask token, longer rows are a DataError. ``encoding: level_shape`` gives two
+    tokens per patch (``<key>_level``, ``<key>``) and a ``<key>_noise`` scalar. ZTF groups are
+    ragged (``layout: ragged``, the default: a light curve's tokens end at its last point, at
+    most the longest training light curve) with a ``<key>_time`` token per patch (days since the
+    first valid point, ``time_encoding: since_first``); ``layout: padded`` / ``time_encoding:
+    delta`` is the earlier form (rows padded to at least ``max_points_per_row``). Gaia XP
+    groups are ragged: 600 / patch_size tokens for a source with that band, an empty row for a
+    source without.
 
     Memory. Training holds one reservoir of at most ``max_features_per_group`` vectors per
     group across all files plus one record batch of ``batch_size`` rows (a file with more than
