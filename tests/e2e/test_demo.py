@@ -84,6 +84,12 @@ def test_demo_end_to_end(tmp_path):
     assert key.ordinal and meta["token_keys"]["tok_z"].ordinal
     assert not meta["token_keys"]["tok_image_splus"].ordinal
     assert 0 <= summary["model"]["embedding"]["class_agreement"] <= 1
+    # DESI spectra are model inputs (level_shape tokens): redshift from each input set
+    by_input = summary["model"]["redshift_by_inputs"]
+    assert list(by_input["inputs"]) == ["photometry", "spectra", "spectra + photometry"]
+    assert 0 < by_input["inputs"]["spectra"]["n"] <= by_input["rows"]
+    assert meta["token_keys"]["tok_spectrum_desi_b"].max_length == 86  # 2751 pixels / 32
+    assert "### Redshift by input" in (out / "report.md").read_text()
     for png in ("spectrum_reconstruction.png", "cutouts_reconstruction.png", "redshift_prediction.png",
                 "token_histograms.png"):
         assert png in summary["plots"]
