@@ -202,3 +202,21 @@ def test_legacy_saved_ztf_group_loads_as_padded(tmp_path: Path) -> None:
 
     with pytest.raises(CodecFormatError, match="bad group spec: group 'ztf_g': time_encoding"):
         GroupModel.from_state(config, ztf.arrays(), where="x")
+
+
+@pytest.mark.parametrize(("layout", "time_encoding"), [("padded", "since_first"), ("ragged", "delta")])
+def test_ztf_mixed_layout_and_time_encoding(tmp_path: Path, layout: str, time_encoding: str) -> None:
+    path = _ztf(tmp_path / "t.parquet", [[0.0, 1.2, 30.0], [5.0, 5.1], [2.0]])
+    group = {"name": "ztf_g", "kind": "ztf_mag_err", "layout": layout, "time_encoding": time_encoding}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        tok = SpectrumTokenizer(codebook_size=8, norm_bins=8, max_points_per_row=4, groups=[group],
+                                progress=False).train([path])
+    res = tok.encode(path)
+    if layout == "padded":
+        assert res["tokens_ztf_g"].shape == res["tokens_ztf_g_time"].shape == (3, 4)
+    else:
+        assert res["tokens_ztf_g_indptr"].tolist() == [0, 3, 5, 6] and "tokens_ztf_g_time_flat" not in res
+    dec = tok.decode(res, "ztf_g")
+    np.testing.assert_allclose(dec.time[1, :2], [0.0, 0.1], atol=0.25 if layout == "padded" else 0.05)
+    assert dec.mask[2, 1:].all() and not dec.mask[2, 0]
