@@ -54,14 +54,14 @@ CPU_SECONDS: dict[str, float] = {}
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12}
 
 
-def model_yaml(steps: int, seed: int, threads: int | None, with_errors: bool) -> dict[str, Any]:
+def model_yaml(steps: int, seed: int, threads: int | None, with_errors: bool, batch_size: int = 256) -> dict[str, Any]:
     """The model and training settings of the recorded run (a tiny transformer, masked
     multimodal training with the redshift as a focus key, best validation checkpoint)."""
     keys = [f"tok_mag_pstotal_{b}" for b in BANDS] + ["tok_z"]
     if with_errors:
         keys += [f"tok_err_mag_pstotal_{b}" for b in BANDS]
     train: dict[str, Any] = {
-        "steps": steps, "batch_size": 128, "lr": 2.0e-3, "warmup_steps": min(100, steps // 10),
+        "steps": steps, "batch_size": batch_size, "lr": 2.0e-3, "warmup_steps": min(100, steps // 10),
         "min_lr_ratio": 0.05, "input_budget": 16, "target_budget": 8,
         "focus_keys": ["tok_z"], "focus_prob": 0.5, "val_fraction": 0.1, "val_every": max(1, steps // 12),
         "checkpoint_every": steps, "seed": seed, "token_keys": keys, "ema_decay": 0.999,
@@ -198,7 +198,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=Path(os.environ.get("ASTROMODAL_PHOTOZ_DATA", DEFAULT_DATA)))
     ap.add_argument("--out", type=Path, default=Path("bench_photoz_output"))
-    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--steps", type=int, default=5000)
+    ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: the model's default)")
     ap.add_argument("--with-errors", action="store_true", help="also tokenize the magnitude errors as inputs")
@@ -214,7 +215,7 @@ def main() -> None:
     pq.write_table(pa.table(test_cat), out / "test.parquet")
     (out / "tokenizers.yaml").write_text(yaml.safe_dump(tokenizer_yaml(args.with_errors), sort_keys=False))
     (out / "model.yaml").write_text(yaml.safe_dump(model_yaml(args.steps, args.seed, args.threads,
-                                                              args.with_errors), sort_keys=False))
+                                                              args.with_errors, args.batch_size), sort_keys=False))
     th = args.threads
     wall: dict[str, float] = {}
     tok = str(out / "tokenizers")

@@ -83,7 +83,9 @@ def test_demo_end_to_end(tmp_path):
     # binned keys are ordinal (the model's value features apply), codebook keys are not
     assert key.ordinal and meta["token_keys"]["tok_z"].ordinal
     assert not meta["token_keys"]["tok_image_splus"].ordinal
-    assert 0 <= summary["model"]["embedding"]["class_agreement"] <= 1
+    emb = summary["model"]["embedding"]
+    assert 0 <= emb["class_agreement"] <= 1 and 0 <= emb["pca"]["class_agreement"] <= 1
+    assert emb["pca"]["components"] >= 1
     # DESI spectra are model inputs (level_shape tokens): redshift from each input set
     by_input = summary["model"]["redshift_by_inputs"]
     assert list(by_input["inputs"]) == ["photometry", "spectra", "spectra + photometry"]
@@ -97,6 +99,7 @@ def test_demo_end_to_end(tmp_path):
     report = (out / "report.md").read_text()
     assert f"{tasks['tok_z']['model']['sigma_nmad']:.4f}" in report
     assert "## Token usage" in report and "![redshift_prediction.png]" in report
+    assert f"{100 * emb['pca']['class_agreement']:.1f}% share the class" in report  # the PCA baseline
 
 
 def test_demo_without_the_model(tmp_path, no_demo_tokenizer):
@@ -198,6 +201,7 @@ def test_model_evaluation_helpers(tmp_path):
     from astromodal_demo.model_eval import (
         holdout_split,
         mag_metrics,
+        pca_features,
         write_masked_stores,
         z_metrics,
     )
@@ -228,3 +232,10 @@ def test_model_evaluation_helpers(tmp_path):
     m = z_metrics(np.array([0.1, 0.2, 1.0]), np.array([0.1, 0.25, 0.5]))
     assert m["outliers"] == pytest.approx(1 / 3) and m["n"] == 3
     assert mag_metrics(np.array([18.0, 19.5]), np.array([18.5, 19.5]))["median_abs"] == pytest.approx(0.25)
+
+    # PCA baseline: [a, 2a, b] holds two directions (2/3 and 1/3 of the standardised variance)
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(2, 500))
+    feats = pca_features(np.column_stack([a, 2 * a + 1e-6 * b, b]))
+    assert feats.shape == (500, 2)
+    np.testing.assert_allclose(feats.var(0) / 3, [2 / 3, 1 / 3], atol=0.05)

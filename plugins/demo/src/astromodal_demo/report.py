@@ -56,8 +56,10 @@ def summary_rows(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
                 f"{label} {m['sigma_nmad']:.4f}, {100 * m['outliers']:.0f}%"
                 for label, m in by["inputs"].items()) + f" (n={by['rows']} with a DESI spectrum)"))
         e = model["embedding"]
+        pca = e.get("pca")
+        ref = f", PCA of the raw inputs {100 * pca['class_agreement']:.0f}%" if pca else ""
         rows.append(("embedding neighbours", f"{100 * e['class_agreement']:.0f}% of {e['k']}-NN share the class "
-                     f"(chance {100 * e['chance']:.0f}%)"))
+                     f"(chance {100 * e['chance']:.0f}%{ref})"))
     rows.append(("total time", f"{summary['seconds']['total']:.0f}s"))
     return rows
 
@@ -146,7 +148,11 @@ def write_report(out: Path, summary: Mapping[str, Any]) -> str:
                f"Over {e['rows']} test objects, {100 * e['class_agreement']:.1f}% of the {e['k']} nearest "
                f"neighbours (cosine) share the object's class (chance: {100 * e['chance']:.1f}%); the median "
                f"|z difference| to neighbours is {e['median_dz_neighbours']:.3f} against "
-               f"{e['median_dz_random']:.3f} for random objects.", ""]
+               f"{e['median_dz_random']:.3f} for random objects."
+               + (f" Baseline: in the PCA of the raw inputs (the other bands' standardised catalogue "
+                  f"magnitudes, {e['pca']['components']} components for 95% of their variance), "
+                  f"{100 * e['pca']['class_agreement']:.1f}% share the class and the median |z difference| "
+                  f"is {e['pca']['median_dz_neighbours']:.3f}." if e.get("pca") else ""), ""]
         for ex in e["examples"]:
             q = ex["query"]
             md.append(f"- query id {q['id']} ({q['class']}, z={q['z']:.3f}): " + ", ".join(
