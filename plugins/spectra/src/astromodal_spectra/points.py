@@ -164,6 +164,15 @@ def read_ztf(batch: pa.RecordBatch, spec: Mapping[str, Any], ids: np.ndarray, pa
     )
 
 
+def _matmul_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a @ b`` for ``a`` of one row or many, with the same bits per row: numpy sends a
+    single row to BLAS gemv, whose sums round differently from gemm (the many-row path), so a
+    single row goes through gemm as two."""
+    if len(a) == 1:
+        return (np.concatenate([a, a]) @ b)[:1]
+    return a @ b
+
+
 def read_xp(batch: pa.RecordBatch, spec: Mapping[str, Any], design: np.ndarray,
             ids: np.ndarray, path: PathLike, corr_col: str | None = None) -> Points:
     """Sample XP coefficients as gaiaxpy.convert does: flux = c @ D and
@@ -193,9 +202,9 @@ def read_xp(batch: pa.RecordBatch, spec: Mapping[str, Any], design: np.ndarray,
     if present.any():
         c = coef.reshape(-1, ncoef)
         e = errs.reshape(-1, ncoef)
-        value[present] = c @ design
+        value[present] = _matmul_rows(c, design)
         if corr_col is None:
-            sigma[present] = np.sqrt((e * e) @ (design * design))
+            sigma[present] = np.sqrt(_matmul_rows(e * e, design * design))
         else:
             r, off_r = _list(batch, corr_col, path)
             ntri = ncoef * (ncoef - 1) // 2
