@@ -11,16 +11,16 @@ from astromodal_image import cutout_table, write_cutouts
 from astromodal_image.synthetic import synthetic_cutouts
 from astromodal_image.tokenizer import ImageTokenizer
 
-torch.set_num_threads(2)
+torch.set_num_threads(1)  # tiny convolutions: a second thread only waits, more so on a shared machine
 
 BANDS = ["U", "G", "R"]
 SIZE = 32
 
 
 def tiny_kwargs(**over):
-    """A small architecture: 32x32x3 cutouts, two stages (8x8 grid), 32 codes."""
+    """A small architecture: 32x32x3 cutouts, two stages (8x8 grid), 32 codes, short epochs."""
     kw = dict(cutout_size=SIZE, bands=BANDS, latent_dim=2, codebook_size=32, channels=(8, 16),
-              epochs=3, batch_size=32, lr=3e-3, max_cutouts=400)
+              epochs=3, batch_size=16, lr=3e-3, max_cutouts=400, min_epoch_steps=8)
     kw.update(over)
     return kw
 
@@ -58,7 +58,7 @@ def test_cube(data_dir) -> tuple[Path, np.ndarray]:
 
 @pytest.fixture(scope="session")
 def trained(train_cube) -> ImageTokenizer:
-    tok = ImageTokenizer(**tiny_kwargs())
+    tok = ImageTokenizer(**tiny_kwargs(min_epoch_steps=40))  # 3 passes an epoch
     return tok.train([train_cube[0]], progress=False)
 
 

@@ -22,7 +22,7 @@ def test_conformance_kit(tmp_path):
     missing = ImageCutout(flux=flux, bands=BANDS)
     codec = ImageCodec(
         cutout_size=16, bands=BANDS, channels=(8,), codebook_size=16, epochs=2, batch_size=32,
-        train_kwargs={"progress": False},
+        min_epoch_steps=4, train_kwargs={"progress": False},
     )
     done = check_codec(codec, train, sample, missing=missing, decode_metadata={"bands": ["G"]},
                        tmp_dir=tmp_path)

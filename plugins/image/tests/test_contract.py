@@ -35,7 +35,7 @@ MISSING = _cube("missing.parquet", 6, 4, first_missing=True)
 
 def make() -> ImageTokenizer:
     return ImageTokenizer(cutout_size=16, bands=BANDS, channels=(8,), codebook_size=8, epochs=1,
-                          batch_size=16, max_cutouts=64)
+                          batch_size=16, max_cutouts=64, min_epoch_steps=8)
 
 
 @parametrize_with_checks(make, TRAIN, TEST, missing_file=MISSING)

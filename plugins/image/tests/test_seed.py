@@ -38,7 +38,7 @@ def test_seed_image_tokenizer_snippets(tmp_path, monkeypatch):
     from astromodal_image.tokenizer import ImageTokenizer
 
     trainer = ImageTokenizer(cutout_size=96, bands=SEED_BANDS, latent_dim=2, codebook_size=1024,
-                             epochs=1, batch_size=8)
+                             epochs=1, batch_size=8, min_epoch_steps=1)
     trainer.train("datacube_test.parquet", progress=False)
     trainer.save("autoencoder_splus_cuts.pt")
 

@@ -26,8 +26,10 @@ def _masked_mse(a, b):
 
 
 def test_training_lowers_loss_and_beats_a_constant_image(trained, test_cube):
-    assert trained.is_fitted and len(trained.history) == 3
-    assert trained.history[-1] < 0.7 * trained.history[0]
+    assert trained.is_fitted and len(trained.history) == 3 and len(trained.val_history) == 3
+    assert trained.history[-1] < 0.85 * trained.history[0]
+    # the kept weights are those of the best validation epoch
+    assert trained.best_epoch == 1 + int(np.argmin(trained.val_history))
     path, flux = test_cube
     result = trained.encode(path, batch_size=8)
     recon = trained.decode(result["image_tokens"])
@@ -50,8 +52,11 @@ def test_band_scales_are_learnt_from_the_sky(trained):
     from astromodal_image.synthetic import sky_sigma
 
     # the synthetic sky noise rises by band; the robust scale tracks it (galaxy light adds some)
-    assert np.all(np.diff(trained.band_scale) > 0)
-    assert np.all(trained.band_scale > sky_sigma(3)) and np.all(trained.band_scale < 3 * sky_sigma(3))
+    # band_scale is the arcsinh softening: ``stretch`` (3) times the robust sky noise
+    assert trained.stretch == 3.0
+    noise = trained.band_scale / trained.stretch
+    assert np.all(np.diff(noise) > 0)
+    assert np.all(noise > sky_sigma(3)) and np.all(noise < 3 * sky_sigma(3))
 
 
 def test_encode_output_matches_the_seed_dict(trained, test_cube):
@@ -123,7 +128,7 @@ def test_save_load_npz_round_trip(trained, test_cube, tmp_path, tiny):
     assert loaded.fingerprint == trained.fingerprint and loaded.settings() == trained.settings()
     assert loaded.history == trained.history
     np.testing.assert_array_equal(loaded.encode(path)["image_tokens"], trained.encode(path)["image_tokens"])
-    inst = ImageTokenizer(**tiny(column_prefix="cut_"), device="cpu")
+    inst = ImageTokenizer(**tiny(column_prefix="cut_", min_epoch_steps=trained.min_epoch_steps), device="cpu")
     assert inst.load(cfg) is inst and inst.column_prefix == "cut_"  # the instance keeps its settings
     np.testing.assert_array_equal(inst.codebook, trained.codebook)
     assert inst.history == trained.history
@@ -158,7 +163,7 @@ def test_pt_round_trip_on_instance_and_class(trained, test_cube, tmp_path, tiny)
     trained.save(pt)
     sd = torch.load(pt, weights_only=True)
     assert all(torch.is_tensor(v) for v in sd.values()) and "codebook" in sd
-    tok = ImageTokenizer(**tiny())
+    tok = ImageTokenizer(**tiny(min_epoch_steps=trained.min_epoch_steps))
     assert not tok.is_fitted
     assert tok.load(pt) is tok  # instance: loads into this tokenizer
     assert tok.fingerprint == trained.fingerprint
@@ -270,7 +275,7 @@ def test_bad_training_input(tmp_path, tiny, cube):
         ImageTokenizer(**tiny()).fit_arrays(synthetic_cutouts(2, 3, 16))
     with pytest.raises(ValueError, match="not divisible by the downsampling factor 8"):
         ImageTokenizer(cutout_size=20)
-    with pytest.raises(ConfigError, match=r"^tokenizers\.image\.n_bins: unknown setting; known: \['bands', "):
+    with pytest.raises(ConfigError, match=r"^tokenizers\.image\.n_bins: unknown setting; known: \['augment', 'bands', "):
         ImageTokenizer.from_config({"cutout_size": 32, "n_bins": 3})
     assert ImageTokenizer.from_config({"cutout_size": 32, "bands": ["G"]}).grid_shape == (4, 4)
 
@@ -358,23 +363,43 @@ def test_sampling_is_mergeable_and_train_equals_fit_from_samples(tmp_path, tiny,
     assert len(t2.sample_file(a)) == 40
 
 
-def test_checkpoint_resume_matches_an_unbroken_run(tmp_path, tiny, cube):
+def test_checkpoint_resume_matches_an_unbroken_run(tmp_path, tiny, cube, monkeypatch):
+    from astromodal_image import training
+
     path = tmp_path / "c.parquet"
     cube(path, 64, seed=5, size=16)
     kw = tiny(cutout_size=16, channels=(8,), codebook_size=16, batch_size=16)
     straight = ImageTokenizer(**kw).train(path, epochs=2, progress=False)
     ck = tmp_path / "ck"
-    ImageTokenizer(**kw).train(path, epochs=1, checkpoint_dir=ck, progress=False)
+
+    class Killed(Exception):
+        pass
+
+    def save_then_die(*args, **kwargs):  # the run dies right after its first checkpoint
+        save(*args, **kwargs)
+        raise Killed
+
+    save = training.save_checkpoint
+    with monkeypatch.context() as m:
+        m.setattr(training, "save_checkpoint", save_then_die)
+        with pytest.raises(Killed):
+            ImageTokenizer(**kw).train(path, epochs=2, checkpoint_dir=ck, progress=False)
     arrays, meta = load_safetensors(ck / "image_autoencoder_checkpoint.safetensors")
-    assert meta["epoch"] == "1"
+    assert meta["epoch"] == "1" and json.loads(meta["val_history"]) == straight.val_history[:1]
     assert any(k.startswith("optim.") and k.endswith("exp_avg") for k in arrays)
+    assert any(k.startswith("best.") for k in arrays)
     resumed = ImageTokenizer(**kw).train(path, epochs=2, checkpoint_dir=ck, resume=True, progress=False)
     assert resumed.history == pytest.approx(straight.history, rel=1e-5)
+    assert resumed.val_history == pytest.approx(straight.val_history, rel=1e-5)
+    assert resumed.best_epoch == straight.best_epoch
     for (k, v), (k2, v2) in zip(straight._weights_numpy().items(), resumed._weights_numpy().items()):
         assert k == k2
         np.testing.assert_allclose(v, v2, rtol=1e-4, atol=1e-6)
     with pytest.raises(CodecFormatError, match="another configuration"):
         ImageTokenizer(**{**kw, "channels": (4,)}).train(path, epochs=2, checkpoint_dir=ck, resume=True, progress=False)
+    # the schedule spans the run: another epoch count is another configuration
+    with pytest.raises(CodecFormatError, match=r"another configuration \(differs in \['epochs'\]\)"):
+        ImageTokenizer(**kw).train(path, epochs=3, checkpoint_dir=ck, resume=True, progress=False)
 
 
 def test_no_warning_on_cpu_request(trained, test_cube):

@@ -26,9 +26,9 @@ def _csv(value: str | None) -> list[str] | None:
 @click.option("--codebook-size", type=int, default=None, help="Codebook entries [1024].")
 @click.option("--channels", default=None, help="Comma-separated widths of the stride-2 stages [16,32,32].")
 @click.option("--max-cutouts", type=int, default=None, help="Training reservoir size [1000].")
-@click.option("--epochs", type=int, default=None, help="Training epochs [10].")
-@click.option("--batch-size", type=int, default=None, help="Training batch size [64].")
-@click.option("--lr", type=float, default=None, help="Adam learning rate [2e-3].")
+@click.option("--epochs", type=int, default=None, help="Training epochs, at most (early stopping) [10].")
+@click.option("--batch-size", type=int, default=None, help="Training batch size [16].")
+@click.option("--lr", type=float, default=None, help="Peak Adam learning rate (one-cycle schedule) [3e-3].")
 @click.option("--device", default=None, help="cpu or cuda (falls back to cpu without CUDA).")
 @click.option("--checkpoint-dir", default=None, help="Write a safetensors checkpoint each epoch.")
 @click.option("--resume", is_flag=True, help="Resume from the checkpoint in --checkpoint-dir.")
@@ -97,12 +97,17 @@ def image_train(
         "grid": list(tok.grid_shape),
         "codebook_size": tok.codebook_size,
         "loss_history": tok.history,
+        "val_loss_history": tok.val_history,
+        "best_epoch": tok.best_epoch,
     }
     if as_json:
         click.echo(json.dumps(summary, indent=2))
         return
     click.echo(f"trained {tok!r}")
     click.echo(f"  loss per epoch: {', '.join(f'{h:.4f}' for h in tok.history)}")
+    if tok.val_history:
+        click.echo(f"  validation loss per epoch: {', '.join(f'{h:.4f}' for h in tok.val_history)}; "
+                   f"kept epoch {tok.best_epoch}")
     click.echo(f"  token key {tok.key_name}: grid {tok.grid_shape[0]}x{tok.grid_shape[1]}, "
                f"vocab {tok.codebook_size + 1} (mask {tok.mask_token})")
     click.echo(f"  wrote {summary['config']} and {', '.join(summary['companions'])}"

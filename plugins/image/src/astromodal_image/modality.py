@@ -20,6 +20,8 @@ DEFAULT_CUTOUT_SIZE = 96
 DEFAULT_LATENT_DIM = 2
 DEFAULT_CODEBOOK_SIZE = 1024
 DEFAULT_CHANNELS: tuple[int, ...] = (16, 32, 32)
+#: learning-rate schedules of the training recipe
+SCHEDULES: tuple[str, ...] = ("one_cycle", "constant")
 
 
 def _optional_array(value: Any) -> Any:

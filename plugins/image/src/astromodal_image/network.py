@@ -64,3 +64,40 @@ def masked_mse(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) ->
     """Mean squared error over valid pixels only (NaN pixels and absent bands excluded)."""
     w = valid.to(pred.dtype)
     return ((pred - target) ** 2 * w).sum() / w.sum().clamp_min(1.0)
+
+
+def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
+    """One of the 8 flips / 90-degree rotations of the last two axes (``k`` in 0..7)."""
+    if k >= 4:
+        x = x.flip(-1)
+    return torch.rot90(x, k % 4, dims=(-2, -1)) if k % 4 else x
+
+
+def recipe_loss(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    valid: torch.Tensor,
+    *,
+    source_level: float,
+    source_weight: float,
+    colour_weight: float,
+) -> torch.Tensor:
+    """The training loss on range-compressed cutouts.
+
+    A masked mean squared error in which a pixel whose target exceeds ``source_level`` (the
+    compressed value of the source threshold) weighs ``1 + source_weight``; plus
+    ``colour_weight`` times the mean squared error of the colours (differences of adjacent bands)
+    on pixels where both bands are valid and either is a source. With both weights 0 this is
+    :func:`masked_mse`.
+    """
+    w = valid.to(pred.dtype)
+    src = (target > source_level) & valid
+    if source_weight:
+        w = w * (1.0 + source_weight * src.to(pred.dtype))
+    loss = ((pred - target) ** 2 * w).sum() / w.sum().clamp_min(1.0)
+    if colour_weight and pred.shape[1] > 1:
+        pair = (valid[:, 1:] & valid[:, :-1]) & (src[:, 1:] | src[:, :-1])
+        pw = pair.to(pred.dtype)
+        dc = (pred[:, 1:] - pred[:, :-1]) - (target[:, 1:] - target[:, :-1])
+        loss = loss + colour_weight * (dc**2 * pw).sum() / pw.sum().clamp_min(1.0)
+    return loss

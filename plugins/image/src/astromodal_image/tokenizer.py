@@ -42,6 +42,7 @@ from .modality import (
     DEFAULT_CODEBOOK_SIZE,
     DEFAULT_CUTOUT_SIZE,
     DEFAULT_LATENT_DIM,
+    SCHEDULES,
     SPLUS_BANDS,
     SPLUS_TOKEN_KEY,
     image_token_key,
@@ -54,6 +55,13 @@ _EXTRA_PT_KEYS = ("codebook", "band_offset", "band_scale", PT_CONFIG_KEY)
 _ARCH_FIELDS = ("cutout_size", "bands", "latent_dim", "codebook_size", "channels")
 #: settings that are runtime choices, not part of the saved state
 _RUNTIME = ("device",)
+#: training-recipe settings and results that files written before them do not record; such a
+#: file loads with the defaults, and saves again without them (same bytes, same fingerprint)
+_RECIPE_KEYS = ("stretch", "source_weight", "colour_weight", "augment", "val_fraction",
+                "patience", "schedule", "min_epoch_steps", "latent_noise")
+_RESULT_KEYS = ("val_history", "best_epoch")
+#: a pixel this many sky sigmas above the sky is a source pixel (training loss weighting)
+SOURCE_SIGMA = 5.0
 #: rows per record batch of :meth:`ImageTokenizer.iter_token_batches` by default
 ENCODE_BATCH = 256
 PathLike = str | os.PathLike[str]
@@ -93,6 +101,18 @@ class ImageTokenizer(Tokenizer):
     default 1000 holds ~1 GB); the k-means (the core's exact k-means) sees at most
     ``max_codebook_vectors`` latent cells. ``token_key`` names the grid token key written
     (the attribute :attr:`key_name`; ``token_key(name)`` is the base's key lookup).
+
+    Training recipe: each band is ``asinh((flux - sky) / (stretch * sigma))`` (sky = median,
+    sigma = 1.4826 MAD of the training pixels: a colour is a fixed per-band factor in the faint,
+    linear regime and a fixed difference in the bright, logarithmic one);
+    ``val_fraction`` of the cutouts are held out and the weights of the best validation epoch
+    are kept (training stops after ``patience`` epochs without improvement, 0: never); every
+    batch gets a random flip / 90-degree rotation (``augment``); pixels above 5 sigma weigh
+    ``1 + source_weight`` in the loss and band differences on them add ``colour_weight`` times
+    their squared error; Adam under a one-cycle schedule peaking at ``lr`` (``schedule``); an
+    epoch runs at least ``min_epoch_steps`` batches (several passes over a small sample);
+    ``latent_noise`` trains the decoder on jittered latents. :attr:`history` /
+    :attr:`val_history` hold the losses per epoch, :attr:`best_epoch` the epoch kept.
     """
 
     name = "image"
@@ -115,8 +135,17 @@ class ImageTokenizer(Tokenizer):
         max_codebook_vectors: int = 200_000,
         kmeans_iter: int = 25,
         epochs: int = 10,
-        batch_size: int = 64,
-        lr: float = 2e-3,
+        batch_size: int = 16,
+        lr: float = 3e-3,
+        stretch: float = 3.0,
+        source_weight: float = 4.0,
+        colour_weight: float = 1.0,
+        augment: bool = True,
+        val_fraction: float = 0.1,
+        patience: int = 10,
+        schedule: str = "one_cycle",
+        min_epoch_steps: int = 256,
+        latent_noise: float = 0.0,
         device: str | None = None,
     ):
         if isinstance(bands, str) or isinstance(channels, (str, int)):
@@ -136,12 +165,26 @@ class ImageTokenizer(Tokenizer):
         self.epochs = int(epochs)
         self.batch_size = int(batch_size)
         self.lr = float(lr)
+        self.stretch = float(stretch)
+        self.source_weight = float(source_weight)
+        self.colour_weight = float(colour_weight)
+        if not isinstance(augment, (bool, np.bool_)):
+            raise ValueError(f"ImageTokenizer: augment must be true or false, got {augment!r}")
+        self.augment = bool(augment)
+        self.val_fraction = float(val_fraction)
+        self.patience = int(patience)
+        self.schedule = str(schedule)
+        self.min_epoch_steps = int(min_epoch_steps)
+        self.latent_noise = float(latent_noise)
         self._validate()
         self.device = str(device) if device is not None else "cpu"
         self.band_offset: np.ndarray | None = None
         self.band_scale: np.ndarray | None = None
         self.codebook: np.ndarray | None = None
         self.history: list[float] = []
+        self.val_history: list[float] = []
+        self.best_epoch: int | None = None
+        self._unrecorded: frozenset[str] = frozenset()
         self._model: Any = None
         self._has_weights = False
         image_token_key(self.key_name, codebook_size=self.codebook_size, grid=self.grid_shape)
@@ -154,7 +197,7 @@ class ImageTokenizer(Tokenizer):
         if not self.channels:
             raise ValueError("ImageTokenizer: channels needs at least one stage")
         for name in ("cutout_size", "latent_dim", "codebook_size", "max_cutouts", "epochs",
-                     "batch_size", "kmeans_iter", "max_codebook_vectors"):
+                     "batch_size", "kmeans_iter", "max_codebook_vectors", "min_epoch_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"ImageTokenizer: {name} must be >= 1, got {getattr(self, name)}")
         if any(c < 1 for c in self.channels):
@@ -166,8 +209,20 @@ class ImageTokenizer(Tokenizer):
                 f"ImageTokenizer: cutout_size {self.cutout_size} is not divisible by the "
                 f"downsampling factor {self.downsample} (2 ** {len(self.channels)} stages)"
             )
-        if not np.isfinite(self.lr) or self.lr <= 0:
-            raise ValueError(f"ImageTokenizer: lr must be a positive number, got {self.lr}")
+        for name in ("lr", "stretch"):
+            value = getattr(self, name)
+            if not np.isfinite(value) or value <= 0:
+                raise ValueError(f"ImageTokenizer: {name} must be a positive number, got {value}")
+        for name in ("source_weight", "colour_weight", "latent_noise"):
+            value = getattr(self, name)
+            if not np.isfinite(value) or value < 0:
+                raise ValueError(f"ImageTokenizer: {name} must be a number >= 0, got {value}")
+        if not 0 <= self.val_fraction < 1:
+            raise ValueError(f"ImageTokenizer: val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.patience < 0:
+            raise ValueError(f"ImageTokenizer: patience must be >= 0 (0: never stop early), got {self.patience}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"ImageTokenizer: schedule must be one of {list(SCHEDULES)}, got {self.schedule!r}")
 
     # properties ------------------------------------------------------------------------------
     @property
@@ -240,8 +295,18 @@ class ImageTokenizer(Tokenizer):
         return out
 
     def get_config(self) -> dict[str, Any]:
-        """The saved settings: every constructor argument but the runtime ``device``."""
-        return {k: v for k, v in self.settings().items() if k not in _RUNTIME}
+        """The saved settings: every constructor argument but the runtime ``device`` (and the
+        recipe settings a file loaded from did not record)."""
+        return {k: v for k, v in self.settings().items() if k not in _RUNTIME and k not in self._unrecorded}
+
+    def _results(self) -> dict[str, Any]:
+        """The training record saved with the state: loss histories and the kept epoch."""
+        out: dict[str, Any] = {"history": [float(h) for h in self.history]}
+        if "val_history" not in self._unrecorded:
+            out["val_history"] = [float(h) for h in self.val_history]
+        if "best_epoch" not in self._unrecorded:
+            out["best_epoch"] = None if self.best_epoch is None else int(self.best_epoch)
+        return out
 
     def __repr__(self) -> str:
         state = "fitted" if self.is_fitted else "not fitted"
@@ -375,15 +440,25 @@ class ImageTokenizer(Tokenizer):
         self._fit_scales(flux, source)
         dev = resolve_device(device or self.device)
         x, valid = self._preprocess_cpu(flux)
+        fit, val = self.validation_split(len(x))
         model = self._new_model()
-        self.history = train_autoencoder(
-            model, x, valid,
-            epochs=int(epochs or self.epochs), batch_size=int(batch_size or self.batch_size),
-            lr=float(lr or self.lr), seed=self.rng_seed, device=dev,
-            config={**self.architecture(), "rng_seed": self.rng_seed,
+        steps = {"epochs": int(epochs or self.epochs), "batch_size": int(batch_size or self.batch_size),
+                 "lr": float(lr or self.lr)}
+        recipe = {k: getattr(self, k) for k in _RECIPE_KEYS}
+        result = train_autoencoder(
+            model, x[fit], valid[fit], **steps, seed=self.rng_seed, device=dev,
+            config={**self.architecture(), **recipe, **steps, "rng_seed": self.rng_seed,
                     "band_offset": self.band_offset.tolist(), "band_scale": self.band_scale.tolist()},
+            val=(x[val], valid[val]) if len(val) else None,
+            augment=self.augment, schedule=self.schedule, patience=self.patience,
+            min_epoch_steps=self.min_epoch_steps, latent_noise=self.latent_noise,
+            loss_kw={"source_level": float(np.arcsinh(SOURCE_SIGMA / self.stretch)),
+                     "source_weight": self.source_weight, "colour_weight": self.colour_weight},
             checkpoint_dir=checkpoint_dir, resume=resume, progress=progress,
         )
+        self.history, self.val_history = result.history, result.val_history
+        self.best_epoch = result.best_epoch
+        self._unrecorded = frozenset()
         self._model = model.to("cpu").eval()
         self._has_weights = True
         self.codebook = None
@@ -391,6 +466,15 @@ class ImageTokenizer(Tokenizer):
             latents = self._latents_of(x, valid, dev)
         self._fit_codebook_from_latents(latents, source)
         return self
+
+    def validation_split(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Row indices (training, validation) of ``n`` training cutouts: ``floor(n *
+        val_fraction)`` rows drawn for ``rng_seed`` are held out (none when that is 0)."""
+        n_val = int(n * self.val_fraction)
+        if n_val == 0:
+            return np.arange(n), np.arange(0)
+        perm = np.random.default_rng([self.rng_seed, 0x7A1]).permutation(n)
+        return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
     def fit_codebook(self, parquet_files: PathLike | Sequence[PathLike], *, device: str | None = None) -> ImageTokenizer:
         """Fit only the k-means codebook, keeping loaded weights and band scales."""
@@ -432,7 +516,8 @@ class ImageTokenizer(Tokenizer):
         return flux
 
     def _fit_scales(self, flux: np.ndarray, source: str) -> None:
-        """Per-band sky level (median) and sky noise (1.4826 * MAD) of the training pixels."""
+        """Per-band sky level (median) and arcsinh softening: ``stretch`` times the sky noise
+        (1.4826 * MAD) of the training pixels."""
         offset = np.empty(len(self.bands), dtype=np.float32)
         scale = np.empty(len(self.bands), dtype=np.float32)
         for j, band in enumerate(self.bands):
@@ -451,7 +536,7 @@ class ImageTokenizer(Tokenizer):
                 mad = float(np.std(pix))
             if not np.float32(mad) > 0 or not np.isfinite(np.float32(1.0) / np.float32(mad)):
                 mad = 1.0  # a constant band: any positive scale works
-            offset[j], scale[j] = med, mad
+            offset[j], scale[j] = med, mad * self.stretch
         self.band_offset, self.band_scale = offset, scale
 
     def _scales_torch(self, device: Any) -> tuple[Any, Any]:
@@ -729,7 +814,7 @@ class ImageTokenizer(Tokenizer):
     # state (the base's save / load / fingerprint) --------------------------------------------
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         self.check_fitted()
-        config = {**self.get_config(), "history": [float(h) for h in self.history]}
+        config = {**self.get_config(), **self._results()}
         return config, {"band_offset": self.band_offset, "band_scale": self.band_scale}
 
     def _companions(self) -> dict[str, tuple[dict[str, np.ndarray], dict[str, Any]]]:
@@ -748,9 +833,7 @@ class ImageTokenizer(Tokenizer):
             raise CodecFormatError(
                 f"written by an earlier astromodal-image (weights in {settings['weights_file']!r}); "
                 "load that version's .pt file into ImageTokenizer(...) or retrain")
-        history = settings.pop("history", [])
-        if not isinstance(history, list) or not all(isinstance(h, (int, float)) for h in history):
-            raise CodecFormatError("image tokenizer state: 'history' is not a list of numbers")
+        results = _checked_results(settings, "image tokenizer state")
         unknown = sorted(set(settings) - set(cls.config_options()))
         if unknown:
             raise CodecFormatError(f"image tokenizer state: unknown settings {unknown}")
@@ -772,9 +855,16 @@ class ImageTokenizer(Tokenizer):
         offset, scale = tok._checked_scales(arrays["band_offset"], arrays["band_scale"], where)
         tok._model, tok._has_weights = model, True
         tok.codebook, tok.band_offset, tok.band_scale = codebook, offset, scale
-        tok.history = [float(h) for h in history]
+        tok._set_results(results, recorded=config)
         tok.device = str(resolve_device(device))
         return tok
+
+    def _set_results(self, results: Mapping[str, Any], *, recorded: Mapping[str, Any]) -> None:
+        """Take a file's training record; remember which recipe keys it did not record."""
+        self.history = list(results["history"])
+        self.val_history = list(results["val_history"])
+        self.best_epoch = results["best_epoch"]
+        self._unrecorded = frozenset(k for k in (*_RECIPE_KEYS, *_RESULT_KEYS) if k not in recorded)
 
     def _checked_codebook(self, cb: Any, where: str) -> np.ndarray:
         from astromodal_core.blocks import check_codebook
@@ -861,7 +951,7 @@ class ImageTokenizer(Tokenizer):
         if self.band_offset is not None and self.band_scale is not None:
             sd["band_offset"] = torch.from_numpy(self.band_offset.copy())
             sd["band_scale"] = torch.from_numpy(self.band_scale.copy())
-        record = {**self.get_config(), "history": [float(h) for h in self.history], "format_version": 1}
+        record = {**self.get_config(), **self._results(), "format_version": 1}
         raw = json.dumps(record, sort_keys=True).encode()
         sd[PT_CONFIG_KEY] = torch.frombuffer(bytearray(raw), dtype=torch.uint8).clone()
         with atomic_path(path, suffix=".pt") as tmp, open(tmp, "wb") as fh:
@@ -885,6 +975,7 @@ class ImageTokenizer(Tokenizer):
             except (TypeError, ValueError) as exc:
                 raise CodecFormatError(f"{path}: invalid settings in {PT_CONFIG_KEY!r} ({exc})") from exc
             tok._apply_pt(sd, path)
+            tok._unrecorded = frozenset(k for k in (*_RECIPE_KEYS, *_RESULT_KEYS) if k not in record)
             tok.device = str(resolve_device(device))
             return tok
         try:
@@ -906,7 +997,8 @@ class ImageTokenizer(Tokenizer):
             other = type(self)._load_new(path, device=device or self.device)
             self._check_architecture(other.architecture(), path)
             self._model, self._has_weights = other._model, other._has_weights
-            self.codebook, self.history = other.codebook, other.history
+            self.codebook = other.codebook
+            self.history, self.val_history, self.best_epoch = other.history, other.val_history, other.best_epoch
             self.band_offset, self.band_scale = other.band_offset, other.band_scale
             self.device = other.device
             return self
@@ -949,10 +1041,11 @@ class ImageTokenizer(Tokenizer):
             offset, scale = self._checked_scales(sd["band_offset"].numpy(), sd["band_scale"].numpy(), where)
         else:
             offset = scale = None
-        history = (record or {}).get("history", [])
+        results = _checked_results(dict(record or {}), where)
         self._model, self._has_weights = model, True
         self.codebook, self.band_offset, self.band_scale = codebook, offset, scale
-        self.history = [float(h) for h in history] if isinstance(history, list) else []
+        self.history, self.val_history = results["history"], results["val_history"]
+        self.best_epoch = results["best_epoch"]
 
 
 class _EncodeRunner:
@@ -1093,6 +1186,23 @@ def compress_torch(flux: Any, offset: Any, scale: Any) -> tuple[Any, Any]:
     x, valid = preprocess(flux, offset, scale)
     y = (flux - offset.view(1, -1, 1, 1)).abs().log() - scale.log().view(1, -1, 1, 1)
     return torch.where(torch.isinf(x), torch.sign(x) * (y + float(np.log(2.0))), x), valid
+
+
+def _checked_results(settings: dict[str, Any], where: str) -> dict[str, Any]:
+    """Pop the training record (history, val_history, best_epoch) from saved settings, checked;
+    a file written before the validation split has no val_history / best_epoch."""
+    out: dict[str, Any] = {}
+    for name in ("history", "val_history"):
+        value = settings.pop(name, [])
+        if not isinstance(value, list) or not all(
+                isinstance(h, (int, float)) and not isinstance(h, bool) for h in value):
+            raise CodecFormatError(f"{where}: {name!r} is not a list of numbers")
+        out[name] = [float(h) for h in value]
+    best = settings.pop("best_epoch", None)
+    if best is not None and (not isinstance(best, int) or isinstance(best, bool) or best < 0):
+        raise CodecFormatError(f"{where}: 'best_epoch' {best!r} is not a non-negative integer")
+    out["best_epoch"] = best
+    return out
 
 
 def _read_pt(path: Path) -> dict[str, Any]:
