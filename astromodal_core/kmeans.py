@@ -284,36 +284,98 @@ def _assign_kdtree(x: np.ndarray, c: np.ndarray) -> np.ndarray:
     return out
 
 
+class GridSearch:
+    """The grid path's search structure for fixed centroids ``c`` and a box ``[lo, hi]``:
+    every point inside the box gets its exact nearest centroid from :meth:`assign`. Built once,
+    it serves any number of calls (the candidate lists cost about as much as assigning a
+    million points)."""
+
+    def __init__(self, c: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> None:
+        d = c.shape[1]
+        k = len(c)
+        self.c = c
+        self.lo = np.asarray(lo, dtype=np.float64)
+        self.hi = np.asarray(hi, dtype=np.float64)
+        self.g = g = max(1, int(round((_GRID_CELLS_PER_CENTROID * k) ** (1.0 / d))))
+        edges = np.empty((d, g + 1))
+        q = np.arange(1, g) / g
+        for j in range(d):
+            edges[j, 0], edges[j, g] = self.lo[j], self.hi[j]
+            edges[j, 1:g] = np.clip(np.quantile(c[:, j].astype(np.float64), q), self.lo[j], self.hi[j])
+        # candidates of the fine cells are drawn from those of coarse cells (a valid candidate of
+        # a cell is one of its parent too: the parent's distance bound is looser)
+        f = max(1, int(round(g / _GRID_COARSE)))
+        gp = -(-g // f)
+        coarse = edges[:, np.minimum(np.arange(gp + 1) * f, g)]
+        all_c = np.arange(k, dtype=np.int32)
+        poff, pcand, _ = _grid_candidates(coarse, gp, gp**d, c, gp, 1, np.array([0, k]), all_c)
+        self.offsets, self.cand, self.cmin = _grid_candidates(edges, g, g**d, c, f, gp, poff, pcand)
+        nb = 16 * g  # lookup table from uniform bins to cell indices along each axis
+        span = np.maximum(self.hi - self.lo, 1e-300)
+        self.scale = nb / span
+        self.table = np.empty((d, nb), dtype=np.int64)
+        for j in range(d):
+            left = self.lo[j] + span[j] * np.arange(nb) / nb
+            self.table[j] = np.clip(np.searchsorted(edges[j, 1:g], left, side="right"), 0, g - 1)
+        self.edges = edges
+
+    def covers(self, lo: np.ndarray, hi: np.ndarray) -> bool:
+        """True when the box ``[lo, hi]`` lies inside this grid's box."""
+        return bool(np.all(lo >= self.lo) and np.all(hi <= self.hi))
+
+    def assign(self, x: np.ndarray) -> np.ndarray:
+        """Nearest centroid of every row of ``x`` (float32, C order, inside the box)."""
+        return _grid_assign(x, self.c, self.edges, self.g, self.table, self.scale, self.offsets,
+                            self.cand, self.cmin)
+
+
+def _grid_cells(k: int, d: int) -> int:
+    return max(1, int(round((_GRID_CELLS_PER_CENTROID * k) ** (1.0 / d)))) ** d
+
+
 def _assign_grid(x: np.ndarray, c: np.ndarray, bounds: tuple | None = None) -> np.ndarray:
-    n, d = x.shape
-    k = len(c)
-    g = max(1, int(round((_GRID_CELLS_PER_CENTROID * k) ** (1.0 / d))))
-    if n < 4 * g**d:  # too few points to pay for the cell lists
+    if len(x) < 4 * _grid_cells(len(c), x.shape[1]):  # too few points to pay for the cell lists
         return _assign_blas(x, c)
     lo, hi = _col_min_max(x) if bounds is None else bounds
     if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
         return _assign_blas(x, c)
-    edges = np.empty((d, g + 1))
-    q = np.arange(1, g) / g
-    for j in range(d):
-        edges[j, 0], edges[j, g] = lo[j], hi[j]
-        edges[j, 1:g] = np.clip(np.quantile(c[:, j].astype(np.float64), q), lo[j], hi[j])
-    # candidates of the fine cells are drawn from those of coarse cells (a valid candidate of
-    # a cell is one of its parent too: the parent's distance bound is looser)
-    f = max(1, int(round(g / _GRID_COARSE)))
-    gp = -(-g // f)
-    coarse = edges[:, np.minimum(np.arange(gp + 1) * f, g)]
-    all_c = np.arange(k, dtype=np.int32)
-    poff, pcand, _ = _grid_candidates(coarse, gp, gp**d, c, gp, 1, np.array([0, k]), all_c)
-    offsets, cand, cmin = _grid_candidates(edges, g, g**d, c, f, gp, poff, pcand)
-    nb = 16 * g  # lookup table from uniform bins to cell indices along each axis
-    span = np.maximum(hi - lo, 1e-300)
-    scale = nb / span
-    table = np.empty((d, nb), dtype=np.int64)
-    for j in range(d):
-        left = lo[j] + span[j] * np.arange(nb) / nb
-        table[j] = np.clip(np.searchsorted(edges[j, 1:g], left, side="right"), 0, g - 1)
-    return _grid_assign(x, c, edges, g, table, scale, offsets, cand, cmin)
+    return GridSearch(c, lo, hi).assign(x)
+
+
+class NearestCentroid:
+    """:func:`assign` against fixed centroids, keeping the grid path's search structure between
+    calls (an encoder calls it once per record batch). Labels are those of :func:`assign`.
+
+    The grid covers the union of the boxes of the batches seen so far, widened by
+    ``GRID_MARGIN`` of its span on each side; a batch outside it rebuilds it once.
+    """
+
+    GRID_MARGIN = 0.05
+
+    def __init__(self, centroids: np.ndarray, *, backend: str = "auto") -> None:
+        self.source = centroids  # the array given (callers compare it to spot a change)
+        self.centroids = np.ascontiguousarray(centroids, dtype=np.float32)
+        self.backend = backend
+        self.grid: GridSearch | None = None
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        c = self.centroids
+        backend = "numba" if self.backend == "auto" and HAVE_NUMBA else self.backend
+        if (backend != "numba" or x.ndim != 2 or x.shape[1] != c.shape[1] or x.shape[1] > GRID_MAX_D
+                or len(x) == 0):
+            return assign(x, c, backend=self.backend)
+        if self.grid is None and len(x) < 4 * _grid_cells(len(c), x.shape[1]):
+            return _assign_blas(x, c)
+        lo, hi = _col_min_max(x)
+        if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
+            return _assign_blas(x, c)
+        if self.grid is None or not self.grid.covers(lo, hi):
+            if self.grid is not None:
+                lo, hi = np.minimum(lo, self.grid.lo), np.maximum(hi, self.grid.hi)
+            pad = self.GRID_MARGIN * (hi - lo)
+            self.grid = GridSearch(c, lo - pad, hi + pad)
+        return self.grid.assign(x)
 
 
 def _blas_limit():

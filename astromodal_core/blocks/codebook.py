@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import CodecFormatError, DataError, NotFittedError
-from ..kmeans import assign, fit_kmeans
+from ..kmeans import NearestCentroid, fit_kmeans
 
 #: the largest codebook: its mask token must fit a uint32 token
 MAX_SIZE = 2**32 - 2
@@ -92,6 +92,7 @@ class KMeansCodebook:
         self.backend = backend
         self.name = str(name)
         self.centroids: np.ndarray | None = None
+        self._search: NearestCentroid | None = None  # reused across encode calls
 
     # -- properties ------------------------------------------------------------------------
     @property
@@ -172,6 +173,16 @@ class KMeansCodebook:
         return self
 
     # -- encoding --------------------------------------------------------------------------
+    def _assign(self, x: np.ndarray, backend: str | None) -> np.ndarray:
+        """Nearest code of every row of ``x`` (n, d), reusing the search structure of the
+        previous calls while the centroids and the backend stay the same."""
+        assert self.centroids is not None
+        backend = backend or self.backend
+        s = self._search
+        if s is None or s.source is not self.centroids or s.backend != backend:
+            s = self._search = NearestCentroid(self.centroids, backend=backend)
+        return s(x)
+
     def encode(self, features: Any, valid: Any = None, *, backend: str | None = None) -> np.ndarray:
         """The id of the nearest code of every vector: ``(..., d)`` -> ``(...)`` in
         :attr:`dtype`; where ``valid`` (shape ``(...)``) is False, the mask token."""
@@ -188,13 +199,13 @@ class KMeansCodebook:
             if rows.size and not np.all(np.isfinite(rows)):
                 raise DataError(f"codebook{self._label()}: features hold NaN or infinite values; "
                                 "pass valid= to mark rows without data")
-            out.reshape(-1)[:] = assign(rows, self.centroids, backend=backend or self.backend)
+            out.reshape(-1)[:] = self._assign(rows, backend)
             return out
         keep = np.asarray(valid, dtype=bool)
         if keep.shape != shape:
             raise DataError(f"codebook{self._label()}: valid has shape {keep.shape}, expected {shape}")
         if keep.any():
-            out[keep] = assign(x[keep], self.centroids, backend=backend or self.backend)
+            out[keep] = self._assign(x[keep], backend)
         return out
 
     def decode(self, ids: Any, fill: float | np.ndarray = np.nan) -> np.ndarray:

@@ -39,6 +39,7 @@ import numpy as np
 from astromodal_core.blocks.codebook import KMeansCodebook
 from astromodal_core.errors import CodecFormatError
 
+from .fused import FluxRows
 from .points import Points
 
 ABSENT = -20.0
@@ -69,8 +70,10 @@ def sample_width(spec: Mapping[str, Any]) -> int:
     return p + 2 if is_level_shape(spec) else n_channels(spec["kind"]) * p
 
 
-def row_norm(points: Points, kind: str) -> tuple[np.ndarray, np.ndarray]:
+def row_norm(points: Points | FluxRows, kind: str) -> tuple[np.ndarray, np.ndarray]:
     """``(norm, has_data)``: log10 of the robust flux scale, or the median magnitude."""
+    if isinstance(points, FluxRows):  # computed by the fused reader
+        return points.norm.copy(), points.has
     has = points.valid.any(axis=1)
     norm = np.full(len(has), np.nan)
     if not has.any():
@@ -371,12 +374,14 @@ class GroupModel:
         self.length = int(self.spec["length"] or length)
 
     # encode -------------------------------------------------------------------------------
-    def encode_points(self, points: Points, *, backend: str = "auto"
+    def encode_points(self, points: Points | FluxRows, *, backend: str = "auto"
                       ) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
         """``({suffix: tokens}, counts)``: ``(n, T)`` uint16 per sequence key, ``(n,)`` per
         scalar key, masks where no data; ``counts`` the tokens of each row of a ragged group
         (0 without data), else None."""
         assert self.edges is not None
+        if isinstance(points, FluxRows):
+            return self.encode_pixels(points, backend=backend), None
         norm, has = row_norm(points, self.kind)
         ntok, nhat = _binned(norm, has, self.edges, self.norm_bins)
         if self.level_shape:
@@ -394,6 +399,20 @@ class GroupModel:
             width = points.value.shape[1]
             counts = np.where(has, -(-np.minimum(points.lengths, width) // self.patch), 0)
         return out, counts
+
+    def encode_pixels(self, rows: FluxRows, *, backend: str = "auto") -> dict[str, np.ndarray]:
+        """:meth:`encode_points` of a flux_ivar group read by the fused reader: the features
+        of the valid patches only, their nearest codes written into the mask-filled tokens."""
+        assert self.edges is not None
+        ntok, nhat = _binned(rows.norm, rows.has, self.edges, self.norm_bins)
+        scale = (10.0 ** np.where(rows.has, nhat, 0.0)[:, None])[:, 0]  # as point_features
+        every = np.arange(len(rows.has))
+        valid = rows.patch_valid(every, self.patch)
+        tok = np.full(valid.shape, self.book.mask_token, dtype=self.book.dtype)
+        if valid.any():
+            tok[valid] = self.book.encode(rows.features(every, scale, valid, self.patch),
+                                          backend=backend)
+        return {"": tok, "_norm": ntok}
 
     def _time_tokens(self, points: Points, any_valid: np.ndarray) -> np.ndarray:
         assert self.time_bins is not None and points.time is not None

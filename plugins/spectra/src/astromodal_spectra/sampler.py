@@ -22,6 +22,7 @@ import numpy as np
 
 from astromodal_core.sampling import BottomK, hash_keys
 
+from .fused import FluxRows
 from .group_model import row_norm, sample_vectors, sample_width
 from .points import Points
 
@@ -83,13 +84,16 @@ class GroupSample:
         """True for the rows of ``ids`` whose row key is kept (after :meth:`scan` of the file)."""
         return self.row_keys(ids) <= self.threshold
 
-    def add(self, points: Points, ids: np.ndarray,
+    def add(self, points: Points | FluxRows, ids: np.ndarray,
             norm_has: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         """Second pass over one batch: the patches of the kept rows into the reservoir
         (``norm_has``: what :meth:`scan` returned for this batch, if it was just scanned)."""
         norm, has = row_norm(points, self.spec["kind"]) if norm_has is None else norm_has
         keep = np.flatnonzero(has & self.selected(ids))
         if not len(keep):
+            return
+        if isinstance(points, FluxRows):
+            self._add_pixels(points, ids, norm, keep)
             return
         pts, ids = _take(points, keep), ids[keep]
         vec, any_valid = sample_vectors(pts, norm[keep], self.spec)
@@ -102,6 +106,27 @@ class GroupSample:
             rows, cols, pk = rows[pick], cols[pick], pk[pick]
         pk, vectors = self._below_full_reservoir(pk, rows, cols)
         self.vectors.add(pk, vec[vectors])
+
+    def _add_pixels(self, rows: FluxRows, ids: np.ndarray, norm: np.ndarray, keep: np.ndarray
+                    ) -> None:
+        """:meth:`add` of a flux_ivar group read by the fused reader: the same patches, keys
+        and vectors, picked and computed row by row in one kernel."""
+        p = int(self.spec["patch_size"])
+        scale = (10.0 ** norm[keep][:, None])[:, 0]  # as point_features
+        valid = rows.patch_valid(keep, p)
+        row_keys = hash_keys(ids[keep], self.seed, salt=self.spec["name"])
+        keys, vec, offered = rows.sample(keep, scale, valid, row_keys, self.cap, self._limit(), p)
+        self.vectors.seen += offered - len(keys)
+        self.vectors.add(keys, vec)
+
+    def _limit(self) -> np.uint64:
+        """The largest key a full reservoir still takes (all keys while it is not full)."""
+        res = self.vectors
+        if len(res.keys) < res.k:
+            return _ALL
+        if self._full is None or self._full[0] is not res.keys:  # compacted since
+            self._full = (res.keys, res.keys.max())
+        return self._full[1]
 
     def _below_full_reservoir(self, pk: np.ndarray, rows: np.ndarray, cols: np.ndarray
                               ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:

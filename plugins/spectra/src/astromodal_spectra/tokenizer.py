@@ -22,7 +22,8 @@ from astromodal_core.io import id_column, iter_batches, open_parquet, require_co
 from astromodal_core.modality import TokenKey
 from astromodal_core.tokenizer import Tokenizer
 
-from .group_model import GroupModel
+from . import fused
+from .group_model import GroupModel, is_level_shape
 from .groups import (
     DESI_ARMS,
     XP_BANDS,
@@ -102,10 +103,13 @@ def group_from_name(name: str) -> dict[str, Any]:
 
 
 def read_points(model: GroupModel, batch: Any, ids: np.ndarray, path: PathLike,
-                mask_col: str | None, *, training: bool) -> Points:
-    """The group's points of one record batch (validated)."""
+                mask_col: str | None, *, training: bool) -> Points | fused.FluxRows:
+    """The group's points of one record batch (validated): a per-pixel flux_ivar group as
+    flat Arrow buffers for the fused kernels (with numba), every other group padded."""
     spec = model.spec
     length = spec["length"] if training else model.length
+    if model.kind == "flux_ivar" and fused.HAVE_NUMBA and not is_level_shape(spec):
+        return fused.read_flux_rows(batch, spec, mask_col, ids, path, length)
     if model.kind == "flux_ivar":
         return read_flux_ivar(batch, spec, mask_col, ids, path, length)
     if model.kind == "ztf_mag_err":
