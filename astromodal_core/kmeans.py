@@ -34,7 +34,7 @@ KDTREE_MAX_D = 6  # cKDTree (no-numba fallback) up to this dimension
 _U32 = 2.0**-24  # unit roundoff of float32
 _BLOCK_BYTES = 1 << 21  # score block (rows x k float32) of the BLAS path
 _GRID_CELLS_PER_CENTROID = 1
-_GRID_COARSE = 8  # coarse cells per axis for the candidate lists
+_GRID_COARSE = 12  # coarse cells per axis for the candidate lists
 
 try:  # numba is a dependency of the plugin, but the code also runs (slower) without it
     import numba
@@ -117,10 +117,11 @@ if HAVE_NUMBA:
             mult *= gp
         return par
 
-    @njit(parallel=True, cache=True)
+    @njit(cache=True)
     def _grid_candidates(edges, g, m, c, f, gp, poff, pcand):
         """Candidate lists of the m = g**d cells, each drawn from its parent cell's list
-        (parent grid of gp cells per axis, f fine cells per parent cell)."""
+        (parent grid of gp cells per axis, f fine cells per parent cell). One thread: the
+        per-cell work is small, and two threads measured twice as slow."""
         d = c.shape[1]
         thr = np.empty(m)
         counts = np.zeros(m + 1, dtype=np.int64)

@@ -79,6 +79,10 @@ class BottomK:
 
     def _order(self, keys: np.ndarray, values: np.ndarray) -> np.ndarray:
         """Indices sorting by key, ties broken by value, so arrival order never matters."""
+        order = np.argsort(keys)
+        sorted_keys = keys[order]
+        if not np.any(sorted_keys[1:] == sorted_keys[:-1]):
+            return order  # distinct keys: the one order (lexsort's, without its passes over values)
         cols = values.reshape(len(values), -1).T[::-1] if len(values) else []
         return np.lexsort((*cols, keys))
 

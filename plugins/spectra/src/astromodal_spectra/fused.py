@@ -73,16 +73,66 @@ if HAVE_NUMBA:
         return buf[k]
 
     @njit(cache=True)
-    def _median(buf, n):
-        """``np.median`` of ``buf[:n]`` (no NaN), as numpy forms it."""
+    def _middle_select(buf, n):
         h = n // 2
         upper = _select(buf, n, h)
         if n % 2:
-            return upper
+            return upper, upper
         lower = buf[0]
         for t in range(1, h):
             lower = max(lower, buf[t])
+        return lower, upper
+
+    @njit(cache=True)
+    def _middle(buf, n, tmp):
+        """``(lower, upper)``: the ``(n - 1) // 2``-th and ``n // 2``-th smallest of
+        ``buf[:n]`` (no NaN; ``buf`` may be reordered, ``tmp`` is scratch of ``n``). Exact
+        order statistics: a sorted sample of 63 values brackets the middle, one branch-free
+        pass counts the values below the bracket and gathers those inside into ``tmp``, and
+        only those are selected (a quickselect of all when the bracket misses the middle)."""
+        h = n // 2
+        r = (n - 1) // 2
+        if n >= 256:
+            smp = np.empty(63)
+            for j in range(63):
+                smp[j] = buf[(j * n) // 63]
+            smp.sort()
+            lo, hi = smp[25], smp[37]
+            below = 0
+            m = 0
+            for t in range(n):
+                v = buf[t]
+                below += v < lo
+                tmp[m] = v
+                m += (v >= lo) & (v <= hi)
+            if below <= r and h < below + m:  # both middle values inside the bracket
+                upper = _select(tmp, m, h - below)
+                if r == h:
+                    return upper, upper
+                lower = tmp[0]
+                for t in range(1, h - below):
+                    lower = max(lower, tmp[t])
+                return lower, upper
+        return _middle_select(buf, n)
+
+    @njit(cache=True)
+    def _median(buf, n, tmp):
+        """``np.median`` of ``buf[:n]`` (no NaN), as numpy forms it: the middle value, or the
+        mean of the two middle values."""
+        lower, upper = _middle(buf, n, tmp)
+        if n % 2:
+            return upper
         return (lower + upper) / 2.0
+
+    @njit(cache=True)
+    def _median_sigma(iv, n, tmp):
+        """``np.median`` of ``1 / sqrt(iv[:n])`` from order statistics of ``iv`` itself: the
+        map is monotone (decreasing), so the k-th smallest sigma is the map of the k-th
+        largest ivar; only the middle one or two are mapped."""
+        lower, upper = _middle(iv, n, tmp)
+        if n % 2:
+            return 1.0 / np.sqrt(upper)
+        return (1.0 / np.sqrt(upper) + 1.0 / np.sqrt(lower)) / 2.0
 
     @njit(parallel=True, cache=True)
     def _row_stats(flux, ivar, mask, has_mask, off):
@@ -94,7 +144,8 @@ if HAVE_NUMBA:
         for i in numba.prange(n):
             a, b = off[i], off[i + 1]
             fa = np.empty(b - a)
-            sg = np.empty(b - a)
+            iv = np.empty(b - a)
+            tmp = np.empty(b - a)
             m = 0
             for t in range(a, b):
                 f = np.float64(flux[t])
@@ -103,12 +154,12 @@ if HAVE_NUMBA:
                     bad[i] = 1
                 if _is_valid(flux, ivar, mask, has_mask, t):
                     fa[m] = abs(f)
-                    sg[m] = 1.0 / np.sqrt(v)
+                    iv[m] = v
                     m += 1
             count[i] = m
             if m:
-                med_abs[i] = _median(fa, m)
-                med_sig[i] = _median(sg, m)
+                med_abs[i] = _median(fa, m, tmp)
+                med_sig[i] = _median_sigma(iv, m, tmp)
         return count, med_abs, med_sig, bad
 
     @njit(parallel=True, cache=True)
@@ -185,30 +236,30 @@ if HAVE_NUMBA:
     def _sample_patches(flux, ivar, mask, has_mask, off, rows, scale, valid, row_keys, cap,
                         limit, p):
         n, width = valid.shape
+        keys = np.empty((n, width), dtype=np.uint64)  # one batch's picks (bounded by the batch)
+        cols = np.empty((n, width), dtype=np.int64)
         count = np.zeros(n + 1, dtype=np.int64)
         offered = np.zeros(n, dtype=np.int64)
         for q in numba.prange(n):
-            keys = np.empty(width, dtype=np.uint64)
-            cols = np.empty(width, dtype=np.int64)
-            m = _row_pick(valid, q, row_keys[q], cap, keys, cols)
+            m = _row_pick(valid, q, row_keys[q], cap, keys[q], cols[q])
             offered[q] = m
+            w = 0
             for t in range(m):
-                if keys[t] <= limit:
-                    count[q + 1] += 1
+                if keys[q, t] <= limit:
+                    keys[q, w] = keys[q, t]
+                    cols[q, w] = cols[q, t]
+                    w += 1
+            count[q + 1] = w
         start = np.cumsum(count)
         out = np.empty((start[-1], 2 * p), dtype=np.float32)
         out_keys = np.empty(start[-1], dtype=np.uint64)
         for q in numba.prange(n):
-            keys = np.empty(width, dtype=np.uint64)
-            cols = np.empty(width, dtype=np.int64)
-            m = _row_pick(valid, q, row_keys[q], cap, keys, cols)
             a, b = off[rows[q]], off[rows[q] + 1]
             r = start[q]
-            for t in range(m):
-                if keys[t] <= limit:
-                    out_keys[r] = keys[t]
-                    _write_patch(flux, ivar, mask, has_mask, a, b - a, scale[q], cols[t], p, out, r)
-                    r += 1
+            for t in range(count[q + 1]):
+                out_keys[r] = keys[q, t]
+                _write_patch(flux, ivar, mask, has_mask, a, b - a, scale[q], cols[q, t], p, out, r)
+                r += 1
         return out_keys, out, offered.sum()
 
 
