@@ -93,3 +93,36 @@ def test_training_identical(name: str) -> None:
         for k, v in m.arrays().items():
             np.testing.assert_array_equal(v, saved.models[group].arrays()[k], err_msg=f"{group}/{k}")
     assert tok.fingerprint == META["fingerprints"][name]
+
+
+@pytest.mark.parametrize("name", ["desi", "desi_p4", "edge"])
+def test_reference_path_identical(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the fused kernels (no numba) the padded reference path gives the same tokens
+    and the same fitted state."""
+    from astromodal_spectra import fused
+
+    monkeypatch.setattr(fused, "HAVE_NUMBA", False)
+    tok = SpectrumTokenizer.load(DATA / f"tok_{name}.npz", progress=False)
+    check(tok.encode(SAMPLES / SOURCES[name], batch_size=3), expected(name))
+    settings = {k: v for k, v in tok.settings().items() if k != "progress"}
+    again = quiet(SpectrumTokenizer(progress=False, **settings).train, [SAMPLES / SOURCES[name]])
+    assert again.fingerprint == META["fingerprints"][name]
+
+
+def test_fused_reader_errors_name_the_row(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from astromodal_core.errors import DataError
+
+    tok = SpectrumTokenizer.load(DATA / "tok_edge.npz", progress=False)
+    table = pq.read_table(SAMPLES / SOURCES["edge"])
+    for col, bad, what in (("desi_flux_b", np.inf, "holds inf"),
+                           ("desi_ivar_b", -1.0, "holds negative ivar")):
+        values = table.column(col).to_pylist()
+        values[5][40] = bad
+        broken = table.set_column(table.schema.get_field_index(col), col,
+                                  pa.array(values, table.schema.field(col).type))
+        pq.write_table(broken, tmp_path / "bad.parquet")
+        with pytest.raises(DataError, match=f"row id 3535: column '{col}' {what} \\(1 such values\\)"):
+            tok.encode(tmp_path / "bad.parquet")
