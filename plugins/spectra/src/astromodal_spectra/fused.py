@@ -2,10 +2,10 @@
 
 :func:`read_flux_rows` takes a flux_ivar group's columns of one record batch as flat value
 buffers and offsets (zero copy, no per-row Python, no padded float64 arrays) and computes each
-row's valid-pixel count, median abs(flux) and median sigma in one pass (:func:`row_stats`).
-:func:`patch_features` then writes the feature vectors of the patches that hold a valid pixel
-straight into one ``(m, 2 * patch_size)`` float32 array, and :func:`sample_patches` picks a
-training row's patches by hashed key and writes only theirs.
+row's valid-pixel count, median abs(flux) and median sigma in one pass. :meth:`FluxRows.features`
+then writes the feature vectors of the patches that hold a valid pixel straight into one
+``(m, 2 * patch_size)`` float32 array, and :meth:`FluxRows.sample` picks a training row's
+patches by hashed key and writes only theirs.
 
 The arithmetic is the reference path's (``points.read_flux_ivar``, ``group_model.row_norm``,
 ``point_features``, ``patchify``, ``GroupSample.add``), operation for operation: float64 from
@@ -18,7 +18,17 @@ still serves every other group kind, ``level_shape``, no numba, and the error me
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from astromodal_core.errors import DataError
+from astromodal_core.io import check_same_lengths, list_column
 
 try:
     import numba
@@ -34,6 +44,8 @@ SIGMA_CLIP = 10.0  # = group_model.SIGMA_CLIP
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
+PathLike = str | os.PathLike[str]
+_NO_MASK = np.zeros(1, dtype=np.int8)
 
 if HAVE_NUMBA:
 
@@ -159,7 +171,8 @@ if HAVE_NUMBA:
             count[i] = m
             if m:
                 med_abs[i] = _median(fa, m, tmp)
-                med_sig[i] = _median_sigma(iv, m, tmp)
+                if not med_abs[i] > 0:  # the row's scale falls back on its median sigma
+                    med_sig[i] = _median_sigma(iv, m, tmp)
         return count, med_abs, med_sig, bad
 
     @njit(parallel=True, cache=True)
@@ -196,6 +209,30 @@ if HAVE_NUMBA:
                     r += 1
         return out
 
+    @njit(cache=True)
+    def _kth(buf, n, k, tmp):
+        """The k-th smallest of ``buf[:n]`` (left as it is; ``tmp`` is scratch of ``n``): a
+        sorted sample of 63 values brackets rank k, one branch-free pass gathers the values
+        inside the bracket, and only those are selected (all of them when it misses)."""
+        if n >= 256:
+            smp = np.empty(63, dtype=buf.dtype)
+            for j in range(63):
+                smp[j] = buf[(j * n) // 63]
+            smp.sort()
+            c = (k * 63) // n
+            lo, hi = smp[max(c - 6, 0)], smp[min(c + 6, 62)]
+            below = 0
+            m = 0
+            for t in range(n):
+                v = buf[t]
+                below += v < lo
+                tmp[m] = v
+                m += (v >= lo) & (v <= hi)
+            if below <= k < below + m:
+                return _select(tmp, m, k - below)
+        tmp[:n] = buf[:n]
+        return _select(tmp, n, k)
+
     @njit(cache=True, inline="always")
     def _splitmix(x):
         x = x + _GOLDEN
@@ -204,7 +241,7 @@ if HAVE_NUMBA:
         return x ^ (x >> np.uint64(31))
 
     @njit(cache=True)
-    def _row_pick(valid, q, row_key, cap, keys, cols):
+    def _row_pick(valid, q, row_key, cap, keys, cols, tmp):
         """The patches of row ``q`` kept for the sample: the ``cap`` smallest (key, patch)
         pairs of its valid patches, in ``keys[:m]`` / ``cols[:m]``; returns m."""
         m = 0
@@ -215,8 +252,7 @@ if HAVE_NUMBA:
                 m += 1
         if m <= cap:
             return m
-        tmp = keys[:m].copy()
-        kth = _select(tmp, m, cap - 1)
+        kth = _kth(keys, m, cap - 1, tmp)
         below = 0
         for t in range(m):
             if keys[t] < kth:
@@ -241,7 +277,7 @@ if HAVE_NUMBA:
         count = np.zeros(n + 1, dtype=np.int64)
         offered = np.zeros(n, dtype=np.int64)
         for q in numba.prange(n):
-            m = _row_pick(valid, q, row_keys[q], cap, keys[q], cols[q])
+            m = _row_pick(valid, q, row_keys[q], cap, keys[q], cols[q], np.empty(width, dtype=np.uint64))
             offered[q] = m
             w = 0
             for t in range(m):
@@ -264,19 +300,6 @@ if HAVE_NUMBA:
 
 
 # ----------------------------------------------------------------------------- Python side
-import os  # noqa: E402
-from collections.abc import Mapping  # noqa: E402
-from typing import Any  # noqa: E402
-
-import attrs  # noqa: E402
-import pyarrow as pa  # noqa: E402
-import pyarrow.compute as pc  # noqa: E402
-
-from astromodal_core.errors import DataError  # noqa: E402
-from astromodal_core.io import check_same_lengths, list_column  # noqa: E402
-
-PathLike = str | os.PathLike[str]
-_NO_MASK = np.zeros(1, dtype=np.int8)
 
 
 @attrs.define
