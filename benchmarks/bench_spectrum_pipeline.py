@@ -260,13 +260,17 @@ def main() -> None:
             _, wall, cpu = timed(lambda fit=fit: faiss_encode(
                 path, tmp / "faiss.tokens.parquet", fit["centroids"], fit["edges"], same["batch_size"]))
             runs["faiss_encode"].append((wall, cpu))
+            last = {n: r[-1][0] for n, r in runs.items()}
             report(f"  run {rep + 1}: " + ", ".join(f"{n} {w:.2f} s (cpu {c:.2f})"
-                                                  for n, r in runs.items() for w, c in r[-1:]), flush=True)
+                                                  for n, r in runs.items() for w, c in r[-1:])
+                   + f"; this run's ours/faiss: train {last['ours_train'] / last['faiss_train']:.2f}, "
+                   f"encode {last['ours_encode'] / last['faiss_encode']:.2f}", flush=True)
         res["load_after"] = load_average()
         for name, r in runs.items():
             res[name] = {"best_s": min(w for w, _ in r), "cpu_s": min(c for _, c in r),
                          "all_s": [w for w, _ in r]}
         for what in ("train", "encode"):
+            res[f"ratio_{what}_per_run"] = [o[0] / f[0] for o, f in zip(runs[f"ours_{what}"], runs[f"faiss_{what}"])]
             res[f"ratio_{what}"] = res[f"ours_{what}"]["best_s"] / res[f"faiss_{what}"]["best_s"]
             res[f"ratio_{what}_cpu"] = res[f"ours_{what}"]["cpu_s"] / res[f"faiss_{what}"]["cpu_s"]
             res[f"profile_{what}"] = profiles[what].as_dict()
