@@ -56,3 +56,22 @@ def test_subsample_is_deterministic_and_too_few_vectors_is_a_data_error(tiny):
     same[5:] = 1.0  # two distinct vectors only
     with pytest.raises(DataError, match=r"^flat: only 2 distinct latent vectors for a codebook of 4"):
         ImageTokenizer(**kw)._fit_codebook_from_latents(same, "flat")
+
+
+def test_codebook_sees_the_eight_flips_of_every_cutout_when_augmenting(trained, train_cube):
+    import torch
+    from astromodal_image.network import dihedral
+
+    x, valid = trained._preprocess_cpu(train_cube[1][:6])
+    with torch.inference_mode():
+        lat = trained._codebook_latents(x, valid, torch.device("cpu"))
+        want = [trained._ensure_model().encoder(dihedral(x, k).contiguous()).numpy() for k in range(8)]
+    assert trained.augment and lat.shape == (48, 2, 8, 8)
+    np.testing.assert_allclose(lat, np.concatenate(want), rtol=1e-5, atol=1e-6)
+    trained.augment = False
+    try:
+        with torch.inference_mode():
+            np.testing.assert_allclose(trained._codebook_latents(x, valid, torch.device("cpu")), want[0],
+                                       rtol=1e-5, atol=1e-6)
+    finally:
+        trained.augment = True

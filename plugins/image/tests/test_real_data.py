@@ -87,7 +87,7 @@ def test_files_written_before_the_recipe_load_with_the_same_tokens(tmp_path):
 def test_a_trained_file_records_its_recipe(trained, tmp_path):
     trained.save(tmp_path / "t.npz")
     config, _, _ = load_npz(tmp_path / "t.npz")
-    for key in ("stretch", "source_weight", "colour_weight", "augment", "val_fraction", "patience",
+    for key in ("stretch", "source_weight", "colour_weight", "flux_weight_cap", "augment", "val_fraction", "patience",
                 "schedule", "min_epoch_steps"):
         assert config[key] == trained.settings()[key]
     assert config["val_history"] == trained.val_history and config["best_epoch"] == trained.best_epoch

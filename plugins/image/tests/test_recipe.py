@@ -29,6 +29,13 @@ def test_recipe_loss_weights_sources_and_colours():
     # colour (band 1 - band 0) error on the one source pixel: -1; sky pixels do not count
     col = recipe_loss(pred, target, valid, source_level=2.0, source_weight=0.0, colour_weight=0.5)
     assert float(col) == pytest.approx(5 / 8 + 0.5 * 1.0)
+    # every pixel also weighs cosh(target), capped: the source pixel 5 (cosh 3 = 10.07), its
+    # band-1 neighbour cosh(1), the six others 1; a cap of 1 is the plain loss
+    cap = recipe_loss(pred, target, valid, source_level=2.0, source_weight=0.0, colour_weight=0.0,
+                      flux_weight_cap=5.0)
+    assert float(cap) == pytest.approx((5 * 1 + 4) / (5 + math.cosh(1.0) + 6))
+    assert float(recipe_loss(pred, target, valid, source_level=2.0, source_weight=0.0, colour_weight=0.0,
+                             flux_weight_cap=1.0)) == pytest.approx(5 / 8)
     # invalid pixels count nowhere
     valid[0, 0, 0, 0] = False
     assert float(recipe_loss(pred, target, valid, source_level=2.0, source_weight=3.0,
@@ -75,6 +82,7 @@ def test_validation_split_is_deterministic_and_disjoint():
     ("source_weight", -1, "source_weight must be a number >= 0, got -1.0"),
     ("colour_weight", float("nan"), "colour_weight must be a number >= 0, got nan"),
     ("min_epoch_steps", 0, "min_epoch_steps must be >= 1, got 0"),
+    ("flux_weight_cap", 0.5, r"flux_weight_cap must be a number >= 1 \(1: off\), got 0.5"),
     ("augment", "yes", "augment must be true or false, got 'yes'"),
 ])
 def test_recipe_settings_are_checked(key, value, message):

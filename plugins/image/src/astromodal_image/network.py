@@ -81,19 +81,24 @@ def recipe_loss(
     source_level: float,
     source_weight: float,
     colour_weight: float,
+    flux_weight_cap: float = 1.0,
 ) -> torch.Tensor:
     """The training loss on range-compressed cutouts.
 
     A masked mean squared error in which a pixel whose target exceeds ``source_level`` (the
-    compressed value of the source threshold) weighs ``1 + source_weight``; plus
-    ``colour_weight`` times the mean squared error of the colours (differences of adjacent bands)
-    on pixels where both bands are valid and either is a source. With both weights 0 this is
-    :func:`masked_mse`.
+    compressed value of the source threshold) weighs ``1 + source_weight``, and every pixel
+    also weighs ``min(cosh(target), flux_weight_cap)`` (an error ``d`` of the compressed value
+    is a flux error of about ``cosh(target) * d``: bright pixels count more, up to the cap);
+    plus ``colour_weight`` times the mean squared error of the colours (differences of adjacent
+    bands) on pixels where both bands are valid and either is a source. With both weights 0 and
+    the cap 1 this is :func:`masked_mse`.
     """
     w = valid.to(pred.dtype)
     src = (target > source_level) & valid
     if source_weight:
         w = w * (1.0 + source_weight * src.to(pred.dtype))
+    if flux_weight_cap > 1:
+        w = w * torch.cosh(target.detach().clamp(-30.0, 30.0)).clamp(max=flux_weight_cap)
     loss = ((pred - target) ** 2 * w).sum() / w.sum().clamp_min(1.0)
     if colour_weight and pred.shape[1] > 1:
         pair = (valid[:, 1:] & valid[:, :-1]) & (src[:, 1:] | src[:, :-1])

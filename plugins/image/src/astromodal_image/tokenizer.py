@@ -57,11 +57,12 @@ _ARCH_FIELDS = ("cutout_size", "bands", "latent_dim", "codebook_size", "channels
 _RUNTIME = ("device",)
 #: training-recipe settings and results that files written before them do not record; such a
 #: file loads with the defaults, and saves again without them (same bytes, same fingerprint)
-_RECIPE_KEYS = ("stretch", "source_weight", "colour_weight", "augment", "val_fraction",
+_RECIPE_KEYS = ("stretch", "source_weight", "colour_weight", "flux_weight_cap", "augment", "val_fraction",
                 "patience", "schedule", "min_epoch_steps", "latent_noise")
 _RESULT_KEYS = ("val_history", "best_epoch")
 #: a pixel this many sky sigmas above the sky is a source pixel (training loss weighting)
 SOURCE_SIGMA = 5.0
+FLUX_WEIGHT_CAP_DEFAULT = 1.0
 #: rows per record batch of :meth:`ImageTokenizer.iter_token_batches` by default
 ENCODE_BATCH = 256
 PathLike = str | os.PathLike[str]
@@ -109,9 +110,12 @@ class ImageTokenizer(Tokenizer):
     are kept (training stops after ``patience`` epochs without improvement, 0: never); every
     batch gets a random flip / 90-degree rotation (``augment``); pixels above 5 sigma weigh
     ``1 + source_weight`` in the loss and band differences on them add ``colour_weight`` times
-    their squared error; Adam under a one-cycle schedule peaking at ``lr`` (``schedule``); an
-    epoch runs at least ``min_epoch_steps`` batches (several passes over a small sample);
-    ``latent_noise`` trains the decoder on jittered latents. :attr:`history` /
+    their squared error; every pixel's squared error also weighs ``cosh`` of its stretched value
+    (its flux error per unit of stretched error), capped at ``flux_weight_cap`` (1: off); Adam
+    under a one-cycle schedule peaking at ``lr`` (``schedule``); an epoch runs at least
+    ``min_epoch_steps`` batches (several passes over a small sample); ``latent_noise`` trains
+    the decoder on jittered latents. With ``augment`` the k-means codebook is fit on the latents
+    of all 8 flips / rotations of the training cutouts. :attr:`history` /
     :attr:`val_history` hold the losses per epoch, :attr:`best_epoch` the epoch kept.
     """
 
@@ -140,6 +144,7 @@ class ImageTokenizer(Tokenizer):
         stretch: float = 3.0,
         source_weight: float = 4.0,
         colour_weight: float = 1.0,
+        flux_weight_cap: float = FLUX_WEIGHT_CAP_DEFAULT,
         augment: bool = True,
         val_fraction: float = 0.1,
         patience: int = 10,
@@ -168,6 +173,7 @@ class ImageTokenizer(Tokenizer):
         self.stretch = float(stretch)
         self.source_weight = float(source_weight)
         self.colour_weight = float(colour_weight)
+        self.flux_weight_cap = float(flux_weight_cap)
         if not isinstance(augment, (bool, np.bool_)):
             raise ValueError(f"ImageTokenizer: augment must be true or false, got {augment!r}")
         self.augment = bool(augment)
@@ -217,6 +223,8 @@ class ImageTokenizer(Tokenizer):
             value = getattr(self, name)
             if not np.isfinite(value) or value < 0:
                 raise ValueError(f"ImageTokenizer: {name} must be a number >= 0, got {value}")
+        if not np.isfinite(self.flux_weight_cap) or self.flux_weight_cap < 1:
+            raise ValueError(f"ImageTokenizer: flux_weight_cap must be a number >= 1 (1: off), got {self.flux_weight_cap}")
         if not 0 <= self.val_fraction < 1:
             raise ValueError(f"ImageTokenizer: val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.patience < 0:
@@ -453,7 +461,8 @@ class ImageTokenizer(Tokenizer):
             augment=self.augment, schedule=self.schedule, patience=self.patience,
             min_epoch_steps=self.min_epoch_steps, latent_noise=self.latent_noise,
             loss_kw={"source_level": float(np.arcsinh(SOURCE_SIGMA / self.stretch)),
-                     "source_weight": self.source_weight, "colour_weight": self.colour_weight},
+                     "source_weight": self.source_weight, "colour_weight": self.colour_weight,
+                     "flux_weight_cap": self.flux_weight_cap},
             checkpoint_dir=checkpoint_dir, resume=resume, progress=progress,
         )
         self.history, self.val_history = result.history, result.val_history
@@ -463,7 +472,7 @@ class ImageTokenizer(Tokenizer):
         self._has_weights = True
         self.codebook = None
         with torch.inference_mode():
-            latents = self._latents_of(x, valid, dev)
+            latents = self._codebook_latents(x, valid, dev)
         self._fit_codebook_from_latents(latents, source)
         return self
 
@@ -496,7 +505,7 @@ class ImageTokenizer(Tokenizer):
         flux = sample.reshape(len(sample), len(self.bands), self.cutout_size, self.cutout_size)
         x, valid = self._preprocess_cpu(flux)
         with torch.inference_mode():
-            latents = self._latents_of(x, valid, resolve_device(device or self.device))
+            latents = self._codebook_latents(x, valid, resolve_device(device or self.device))
         self._fit_codebook_from_latents(latents, source)
         return self
 
@@ -555,14 +564,19 @@ class ImageTokenizer(Tokenizer):
         valid = torch.from_numpy(~np.isnan(flux))
         return torch.from_numpy(x).permute(0, 3, 1, 2), valid
 
-    def _latents_of(self, x: Any, valid: Any, device: Any, chunk: int = 256) -> np.ndarray:
-        """Latent grids (n, D, H', W') of preprocessed cutouts; NaN for rows with no data."""
+    def _latents_of(self, x: Any, valid: Any, device: Any, chunk: int = 256, flip: int = 0) -> np.ndarray:
+        """Latent grids (n, D, H', W') of preprocessed cutouts (turned by the dihedral ``flip``,
+        0: as they are); NaN for rows with no data."""
         import torch
+
+        from .network import dihedral
 
         model = self._ensure_model().to(device)
         out = []
         for s in range(0, len(x), chunk):
             xb = x[s : s + chunk].to(device)
+            if flip:
+                xb = dihedral(xb, flip).contiguous()
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
                 z = model.encoder(xb)
             z = z.float().cpu()
@@ -571,6 +585,13 @@ class ImageTokenizer(Tokenizer):
             out.append(z.numpy())
         self._model = model.to("cpu")
         return np.concatenate(out) if out else np.empty((0, self.latent_dim, *self.grid_shape), np.float32)
+
+    def _codebook_latents(self, x: Any, valid: Any, device: Any) -> np.ndarray:
+        """The latents the codebook is fit on: with ``augment``, those of the 8 flips /
+        90-degree rotations of every cutout (8x the cells: the rare bright cells get more
+        codes), else those of the cutouts as they are."""
+        flips = range(8) if self.augment else range(1)
+        return np.concatenate([self._latents_of(x, valid, device, flip=k) for k in flips])
 
     def _fit_codebook_from_latents(self, latents: np.ndarray, source: str) -> None:
         """The codebook: the core's k-means codebook block (exact k-means, deterministic for
