@@ -44,7 +44,7 @@ def demo_tokenizer_settings(cutout_size: int, seed: int) -> dict[str, dict[str, 
                      "max_rows_per_file": 1000, "rng_seed": seed, "groups": DEMO_SPECTRUM_GROUPS,
                      "detect_ztf": True},
         "image": {"cutout_size": cutout_size, "codebook_size": 256, "epochs": 4,
-                  "max_cutouts": 2000, "rng_seed": seed},
+                  "max_cutouts": 2000, "min_epoch_steps": 1, "rng_seed": seed},
     }
 
 
