@@ -48,7 +48,7 @@ def seed_workdir(tmp_path_factory, survey_demo_columns):
     from astromodal.tokenizers import ImageTokenizer
 
     ae = ImageTokenizer(cutout_size=96, bands=SEED_BANDS, latent_dim=2, codebook_size=1024,
-                        epochs=1, max_cutouts=24)
+                        epochs=1, max_cutouts=24, min_epoch_steps=1)
     ae.train(list(cube.files[:2]), progress=False)
     ae.save(work / "autoencoder_splus_cuts.pt")
     return work, [str(f) for f in cube.files[:2]]
