@@ -342,6 +342,16 @@ def sentinel_flags(edges: np.ndarray, sentinels: Any) -> np.ndarray:
     return flags
 
 
+def _check_flags(edges: np.ndarray, sentinels: Any) -> np.ndarray:
+    """uint8 ``(len(edges) + 2,)``: :func:`sentinel_flags` plus the tokens of NaN and -inf
+    (0), of +inf (``len(edges)``) and one slot past (+inf with no edge): the kernel tests a
+    value for "missing" only when its token is flagged."""
+    flags = np.zeros(len(edges) + 2, dtype=np.uint8)
+    flags[: len(edges) + 1] = sentinel_flags(edges, sentinels)
+    flags[0] = flags[len(edges)] = flags[len(edges) + 1] = 1
+    return flags
+
+
 if numba is not None:
 
     @njit(cache=True, nogil=True, inline="always")
@@ -360,18 +370,34 @@ if numba is not None:
         whose bit ``voff + i`` of the Arrow validity bitmap ``valid`` is 0 (when ``valid`` is
         not empty), NaN, +-inf or a sentinel gets ``mask_token``; returns how many did.
         ``single``: no cell holds more than one edge (see :class:`Lookup`); ``flags``: see
-        :func:`sentinel_flags`."""
+        :func:`_check_flags` (the tokens NaN, +-inf and the sentinels land on: only a value
+        with such a token is tested, so the usual value takes no branch it mispredicts)."""
         n = x.shape[0]
         n_sent = sentinels.shape[0]
         has_valid = valid.shape[0] > 0
         flast = np.float64(n_cells - 1)
         missing = 0
+        if single and not has_valid:  # the usual case: one step from the table, no bitmap
+            for i in range(n):
+                v = np.float64(x[i])
+                a = np.uint64(lut[_cell(v, lo, scale, flast)])
+                a += np.uint64(padded[a] <= v)
+                t = a
+                if flags[a]:
+                    bad = not (abs(v) < np.inf)  # NaN or +-inf
+                    for s in range(n_sent):
+                        bad |= v == sentinels[s]
+                    if bad:
+                        t = np.uint64(mask_token)
+                        missing += 1
+                out[i] = t
+            return missing
         for i in range(n):
             v = np.float64(x[i])
-            bad = not (abs(v) < np.inf)  # NaN or +-inf
+            null = False
             if has_valid:
                 j = i + voff
-                bad |= ((valid[j >> 3] >> (j & 7)) & 1) == 0
+                null = ((valid[j >> 3] >> (j & 7)) & 1) == 0
             c = _cell(v, lo, scale, flast)
             a = np.uint64(lut[c])
             if single:  # branch-free: one step from the table
@@ -384,11 +410,15 @@ if numba is not None:
                         a = m + np.uint64(1)
                     else:
                         b = m
-            if flags[a]:  # the token of a sentinel: compare
+            t = a
+            if null or flags[a]:
+                bad = null or not (abs(v) < np.inf)
                 for s in range(n_sent):
                     bad |= v == sentinels[s]
-            missing += np.int64(bad)
-            out[i] = mask_token if bad else a
+                if bad:
+                    t = np.uint64(mask_token)
+                    missing += 1
+            out[i] = t
         return missing
 
 
@@ -444,7 +474,7 @@ def submit_many(jobs: Sequence[tuple[Any, ...]], mask_token: int, sentinels: Any
     for job in jobs:
         x, lk, out = job[:3]
         sent = np.ascontiguousarray(job[3], dtype=np.float64).reshape(-1) if len(job) > 3 else default
-        checked.append((_check(x), lk, out, sent, sentinel_flags(lk.edges, sent)))
+        checked.append((_check(x), lk, out, sent, _check_flags(lk.edges, sent)))
     if resolve_backend(backend) == "numpy":
         for x, lk, out, sent, _ in checked:
             encode_numpy(x, lk.edges, mask_token, sent, out=out)
@@ -697,7 +727,7 @@ class QuantileBins:
                 raise ValueError(f"column {c!r}: {t.effective_bins} bins exceed n_bins={self.n_bins}")
         self.tables = tables
         self._lookups = tuple(build_lookup(t.edges) for t in tables)
-        self._flags = tuple(sentinel_flags(t.edges, s) for t, s in zip(tables, self._sentinel_arrays))
+        self._flags = tuple(_check_flags(t.edges, s) for t, s in zip(tables, self._sentinel_arrays))
         return self
 
     # -- encoding --------------------------------------------------------------------------

@@ -118,7 +118,7 @@ def test_kernel_paths_equal_searchsorted(kind: str) -> None:
                         [np.nan, np.inf, -np.inf, 1e308, -1e308, 0.0, -0.0, 5.0]])
     out = np.empty(len(x), dtype=np.uint16)
     sent = np.array([5.0])
-    missing = q._run_kernel(x, q._NO_BITMAP, 0, lk, sent, q.sentinel_flags(edges, sent), np.uint16(2000), out)
+    missing = q._run_kernel(x, q._NO_BITMAP, 0, lk, sent, q._check_flags(edges, sent), np.uint16(2000), out)
     bad = ~np.isfinite(x) | (x == 5.0)
     np.testing.assert_array_equal(out[~bad], np.searchsorted(edges, x[~bad], side="right"))
     assert np.all(out[bad] == 2000) and missing == bad.sum()

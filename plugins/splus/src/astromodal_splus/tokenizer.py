@@ -92,9 +92,9 @@ def _float_column(batch: pa.RecordBatch, name: str, path: Any) -> np.ndarray:
     return numeric_column(batch, name, path)
 
 
-def _mask_of(tokens: np.ndarray, mask_token: int) -> np.ndarray:
-    """``scalar_mask``: True where a token is the mask token."""
-    return tokens == mask_token
+def _mask_of(tokens: np.ndarray, mask_token: int, out: np.ndarray | None = None) -> np.ndarray:
+    """``scalar_mask``: True where a token is the mask token (written into ``out`` if given)."""
+    return np.equal(tokens, mask_token, out=out)
 
 
 def _integer(name: str, value: Any, low: int | None = None, high: int | None = None) -> int:
@@ -654,11 +654,15 @@ class ScalarTokenizer(Tokenizer):
         tokens = np.empty((n, len(self.scalar_columns)), dtype=np.uint16)
         ids = np.empty(n, dtype=np.int64)
         n_missing = np.zeros(len(self.scalar_columns), dtype=np.int64)
+        mask = np.empty(tokens.shape, dtype=bool) if return_mask else None
         start = 0
-        for batch_ids, _, missing in self._encode_batches(path, batch_size, progress, out=tokens):
-            ids[start : start + len(batch_ids)] = batch_ids
+        for batch_ids, rows, missing in self._encode_batches(path, batch_size, progress, out=tokens):
+            stop = start + len(batch_ids)
+            ids[start:stop] = batch_ids
+            if mask is not None:  # while the next batch's kernels run
+                _mask_of(rows, self.n_bins, out=mask[start:stop])
             n_missing += missing
-            start += len(batch_ids)
+            start = stop
         if start != n:
             raise DataError(f"{path}: {start} rows read, but the source declares {n}")
         for c, m in zip(self.scalar_columns, n_missing):
@@ -676,8 +680,8 @@ class ScalarTokenizer(Tokenizer):
             "N_BINS": self.n_bins,
             "n_missing": n_missing,
         }
-        if return_mask:
-            result["scalar_mask"] = _mask_of(tokens, self.n_bins)
+        if mask is not None:
+            result["scalar_mask"] = mask
         return result
 
     def encode_arrays(self, columns: Mapping[str, Any] | np.ndarray) -> np.ndarray:
