@@ -196,7 +196,8 @@ def gpu_throughput(tokens: Path, tokenizers: Path, steps: int = 30, batch: int =
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", type=Path, default=Path(os.environ.get("ASTROMODAL_PHOTOZ_DATA", DEFAULT_DATA)))
+    ap.add_argument("--data", type=Path, default=None,
+                    help="folder of boss_dr10_{1,3}.csv (default: $ASTROMODAL_PHOTOZ_DATA or ../shared/data/photoz)")
     ap.add_argument("--out", type=Path, default=Path("bench_photoz_output"))
     ap.add_argument("--steps", type=int, default=5000)
     ap.add_argument("--batch-size", type=int, default=256)
@@ -204,10 +205,17 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: the model's default)")
     ap.add_argument("--with-errors", action="store_true", help="also tokenize the magnitude errors as inputs")
     args = ap.parse_args()
+    named = args.data is not None or "ASTROMODAL_PHOTOZ_DATA" in os.environ
+    if args.data is None:
+        args.data = Path(os.environ.get("ASTROMODAL_PHOTOZ_DATA", DEFAULT_DATA))
     files = [args.data / "boss_dr10_1.csv", args.data / "boss_dr10_3.csv"]
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
-        sys.exit(f"bench_photoz: data not found: {missing[0]} (see ../shared/data/photoz/PROVENANCE.md)")
+        message = f"bench_photoz: data not found: {missing[0]} (see ../shared/data/photoz/PROVENANCE.md)"
+        if named:  # a folder the user named: a mistake
+            sys.exit(message)
+        print(f"{message}; skipped")  # the default place, absent in this checkout: `make bench` goes on
+        return
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     train_cat, test_cat = read_csv(files[0], 0), read_csv(files[1], 1_000_000)
