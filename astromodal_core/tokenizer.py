@@ -26,7 +26,7 @@ safetensors companion per entry of ``_companions()``, named after its content
 (``<stem>.<part>.<fingerprint>.safetensors``). Companions are written first under their new
 names, then the ``.npz`` is renamed into place (the commit), then companions no longer
 referenced are removed. A kill at any moment leaves the old or the new tokenizer loadable.
-Concurrent saves to one path are serialised by a lock file.
+Concurrent saves into one directory are serialised by a flock on the directory (no lock file).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ import inspect
 import os
 import re
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -229,17 +229,24 @@ class Tokenizer(abc.ABC):
                     companions: dict[str, dict[str, np.ndarray]], **kwargs: Any) -> T:
         """A fitted tokenizer from what :meth:`save` wrote; validate it (``CodecFormatError``)."""
 
-    def input_columns(self, path: PathLike) -> list[str]:
-        """The columns :meth:`_encode_batch` needs from ``path`` (with the id column)."""
-        raise NotImplementedError(
-            f"{type(self).__name__} must implement iter_token_batches, or input_columns and _encode_batch"
-        )
+    #: the batch hooks of the default :meth:`iter_token_batches`, which a subclass defines
+    #: unless it overrides that method: the columns needed from ``path`` (with the id
+    #: column), and ``(ids, {token key: tokens})`` of one record batch, every row
+    input_columns: Callable[[PathLike], list[str]]
+    _encode_batch: Callable[[Any, PathLike], tuple[np.ndarray, dict[str, Any]]]
 
-    def _encode_batch(self, batch: Any, path: PathLike) -> tuple[np.ndarray, dict[str, Any]]:
-        """``(ids, {token key: tokens})`` of one record batch, every row."""
-        raise NotImplementedError(
-            f"{type(self).__name__} must implement iter_token_batches, or input_columns and _encode_batch"
-        )
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A concrete subclass without a way to encode fails where it is defined."""
+        super().__init_subclass__(**kwargs)
+        abstract = any(getattr(getattr(cls, n, None), "__isabstractmethod__", False) for n in dir(cls))
+        if abstract or cls.iter_token_batches is not Tokenizer.iter_token_batches:
+            return
+        missing = [h for h in ("input_columns", "_encode_batch") if not callable(getattr(cls, h, None))]
+        if missing:
+            raise TypeError(
+                f"{cls.__name__} must implement iter_token_batches, or input_columns and "
+                f"_encode_batch (missing: {', '.join(missing)})"
+            )
 
     def token_values(self, key: str) -> np.ndarray:
         """The value protocol: a float64 array ``(vocab_size,)`` giving the physical value of

@@ -240,3 +240,24 @@ def test_kill_during_saves_leaves_a_loadable_pair(cubes: dict[str, Path], tmp_pa
     leftovers = [p.name for p in tmp_path.iterdir() if ".tmp" in p.name]
     assert leftovers == []
     assert len(list(tmp_path.glob("*.safetensors"))) == 1
+
+
+def test_a_tokenizer_without_a_way_to_encode_fails_where_it_is_defined() -> None:
+    from astromodal_core.tokenizer import Tokenizer
+
+    with pytest.raises(TypeError, match=r"^NoEncode must implement iter_token_batches, or input_columns "
+                                        r"and _encode_batch \(missing: _encode_batch\)$"):
+        class NoEncode(ToyTokenizer):  # the base's iter_token_batches needs both hooks
+            _encode_batch = None
+
+    class Intermediate(Tokenizer):  # still abstract: checked in its concrete subclasses
+        name = "intermediate"
+
+    class WithHooks(ToyTokenizer):  # the batch hooks serve the base's iter_token_batches
+        def input_columns(self, path):
+            return ["id"]
+
+        def _encode_batch(self, batch, path):
+            return np.asarray(batch.column(0)), {}
+
+    assert WithHooks.iter_token_batches is Tokenizer.iter_token_batches
