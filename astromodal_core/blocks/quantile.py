@@ -363,6 +363,15 @@ if numba is not None:
         w = w if w < flast else flast
         return np.uint64(np.int64(w))
 
+    @njit(cache=True, nogil=True, inline="always")
+    def _is_missing(v, null, sentinels):  # pragma: no cover
+        """Whether a value of a flagged token is missing: null in the bitmap, NaN, +-inf or
+        a sentinel."""
+        bad = null or not (abs(v) < np.inf)
+        for s in range(sentinels.shape[0]):
+            bad |= v == sentinels[s]
+        return bad
+
     @njit(cache=True, nogil=True)
     def _encode_kernel(x, valid, voff, edges, padded, lut, lo, scale, n_cells, single, flags, sentinels,
                        mask_token, out):  # pragma: no cover
@@ -373,7 +382,6 @@ if numba is not None:
         :func:`_check_flags` (the tokens NaN, +-inf and the sentinels land on: only a value
         with such a token is tested, so the usual value takes no branch it mispredicts)."""
         n = x.shape[0]
-        n_sent = sentinels.shape[0]
         has_valid = valid.shape[0] > 0
         flast = np.float64(n_cells - 1)
         missing = 0
@@ -383,13 +391,9 @@ if numba is not None:
                 a = np.uint64(lut[_cell(v, lo, scale, flast)])
                 a += np.uint64(padded[a] <= v)
                 t = a
-                if flags[a]:
-                    bad = not (abs(v) < np.inf)  # NaN or +-inf
-                    for s in range(n_sent):
-                        bad |= v == sentinels[s]
-                    if bad:
-                        t = np.uint64(mask_token)
-                        missing += 1
+                if flags[a] and _is_missing(v, False, sentinels):
+                    t = np.uint64(mask_token)
+                    missing += 1
                 out[i] = t
             return missing
         for i in range(n):
@@ -411,13 +415,9 @@ if numba is not None:
                     else:
                         b = m
             t = a
-            if null or flags[a]:
-                bad = null or not (abs(v) < np.inf)
-                for s in range(n_sent):
-                    bad |= v == sentinels[s]
-                if bad:
-                    t = np.uint64(mask_token)
-                    missing += 1
+            if (null or flags[a]) and _is_missing(v, null, sentinels):
+                t = np.uint64(mask_token)
+                missing += 1
             out[i] = t
         return missing
 
