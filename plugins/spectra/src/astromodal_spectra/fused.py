@@ -85,6 +85,25 @@ if HAVE_NUMBA:
         return buf[k]
 
     @njit(cache=True)
+    def _bracket(buf, n, tmp, first, last):
+        """Bracket an order statistic of ``buf[:n]`` (n >= 63) by the ``first``-th and
+        ``last``-th of a sorted sample of 63 values: one branch-free pass gathers the values
+        inside the bracket into ``tmp``; returns (values below it, values gathered)."""
+        smp = np.empty(63, dtype=buf.dtype)
+        for j in range(63):
+            smp[j] = buf[(j * n) // 63]
+        smp.sort()
+        lo, hi = smp[first], smp[last]
+        below = 0
+        m = 0
+        for t in range(n):
+            v = buf[t]
+            below += v < lo
+            tmp[m] = v
+            m += (v >= lo) & (v <= hi)
+        return below, m
+
+    @njit(cache=True)
     def _middle_select(buf, n):
         h = n // 2
         upper = _select(buf, n, h)
@@ -105,18 +124,7 @@ if HAVE_NUMBA:
         h = n // 2
         r = (n - 1) // 2
         if n >= 256:
-            smp = np.empty(63)
-            for j in range(63):
-                smp[j] = buf[(j * n) // 63]
-            smp.sort()
-            lo, hi = smp[25], smp[37]
-            below = 0
-            m = 0
-            for t in range(n):
-                v = buf[t]
-                below += v < lo
-                tmp[m] = v
-                m += (v >= lo) & (v <= hi)
+            below, m = _bracket(buf, n, tmp, 25, 37)
             if below <= r and h < below + m:  # both middle values inside the bracket
                 upper = _select(tmp, m, h - below)
                 if r == h:
@@ -215,19 +223,8 @@ if HAVE_NUMBA:
         sorted sample of 63 values brackets rank k, one branch-free pass gathers the values
         inside the bracket, and only those are selected (all of them when it misses)."""
         if n >= 256:
-            smp = np.empty(63, dtype=buf.dtype)
-            for j in range(63):
-                smp[j] = buf[(j * n) // 63]
-            smp.sort()
             c = (k * 63) // n
-            lo, hi = smp[max(c - 6, 0)], smp[min(c + 6, 62)]
-            below = 0
-            m = 0
-            for t in range(n):
-                v = buf[t]
-                below += v < lo
-                tmp[m] = v
-                m += (v >= lo) & (v <= hi)
+            below, m = _bracket(buf, n, tmp, max(c - 6, 0), min(c + 6, 62))
             if below <= k < below + m:
                 return _select(tmp, m, k - below)
         tmp[:n] = buf[:n]
