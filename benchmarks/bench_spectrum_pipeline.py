@@ -39,27 +39,9 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _profile import StageProfile, load_average  # noqa: E402
-from bench_spectrum import spectra  # noqa: E402
+from bench_memory_spectrum import NPIX, write_cube  # noqa: E402
 
-NPIX = 2751  # DESI b arm
 STAGES = ("read", "convert", "features", "sample", "kernel", "assemble", "write")
-
-
-def make_file(path: Path, rows: int, seed: int = 0, chunk: int = 1000) -> Path:
-    """``rows`` DESI-like b-arm spectra as list<float32> columns (row groups of ``chunk``)."""
-    rng = np.random.default_rng(seed)
-    writer = None
-    for s in range(0, rows, chunk):
-        m = min(chunk, rows - s)
-        flux, ivar = spectra(m, NPIX, rng)
-        lists = {c: pa.FixedSizeListArray.from_arrays(pa.array(v.ravel()), NPIX).cast(pa.list_(pa.float32()))
-                 for c, v in (("desi_flux_b", flux), ("desi_ivar_b", ivar))}
-        table = pa.table({"id": pa.array(np.arange(s, s + m), pa.int64()), **lists})
-        writer = writer or pq.ParquetWriter(path, table.schema)
-        writer.write_table(table)
-    assert writer is not None
-    writer.close()
-    return path
 
 
 # ------------------------------------------------------------------------------ faiss pipeline
@@ -215,7 +197,7 @@ def main() -> None:
                  "repeat": args.repeat, "numba": km.HAVE_NUMBA}
     with tempfile.TemporaryDirectory(dir=args.dir) as d:
         tmp = Path(d)
-        path, t_make, _ = timed(lambda: make_file(tmp / "desi_b.parquet", args.rows))
+        path, t_make, _ = timed(lambda: write_cube(tmp / "desi_b.parquet", args.rows))
         res["file_mb"] = path.stat().st_size / 2**20
         report(f"{args.rows:,} DESI-like b-arm spectra ({NPIX} px), {res['file_mb']:.0f} MB parquet "
                f"(written in {t_make:.1f} s); codebook {args.k}, {args.n_iter} iterations")
@@ -226,7 +208,7 @@ def main() -> None:
                 "max_features": tok.max_features_per_group, "norm_bins": tok.norm_bins,
                 "batch_size": tok.batch_size}
         # warm-up: numba kernels compiled / loaded from cache, faiss's OpenMP pool started
-        small = make_file(tmp / "warm.parquet", 300, seed=1)
+        small = write_cube(tmp / "warm.parquet", 300, seed=1)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             warm = SpectrumTokenizer(**{**settings, "codebook_size": 64}).train([small])
@@ -276,7 +258,7 @@ def main() -> None:
             res[f"profile_{what}"] = profiles[what].as_dict()
         # same data, same centroids: how often our exact assignment and faiss agree
         assert fitted is not None
-        sub = make_file(tmp / "check.parquet", 200, seed=2)
+        sub = write_cube(tmp / "check.parquet", 200, seed=2)
         ours = fitted.encode(sub)["tokens_desi_b"]
         book = fitted.models["desi_b"].codebook
         edges = fitted.models["desi_b"].edges
