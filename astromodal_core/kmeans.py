@@ -297,7 +297,7 @@ class GridSearch:
         self.c = c
         self.lo = np.asarray(lo, dtype=np.float64)
         self.hi = np.asarray(hi, dtype=np.float64)
-        self.g = g = max(1, int(round((_GRID_CELLS_PER_CENTROID * k) ** (1.0 / d))))
+        self.g = g = _grid_side(k, d)
         edges = np.empty((d, g + 1))
         q = np.arange(1, g) / g
         for j in range(d):
@@ -330,8 +330,13 @@ class GridSearch:
                             self.cand, self.cmin)
 
 
+def _grid_side(k: int, d: int) -> int:
+    """Cells per axis of the grid for ``k`` centroids in ``d`` dimensions."""
+    return max(1, int(round((_GRID_CELLS_PER_CENTROID * k) ** (1.0 / d))))
+
+
 def _grid_cells(k: int, d: int) -> int:
-    return max(1, int(round((_GRID_CELLS_PER_CENTROID * k) ** (1.0 / d)))) ** d
+    return _grid_side(k, d) ** d
 
 
 def _assign_grid(x: np.ndarray, c: np.ndarray, bounds: tuple | None = None) -> np.ndarray:
