@@ -169,6 +169,7 @@ def stage_targets() -> list[tuple[object, str, str]]:
         (tokenizer, "_float_column", "convert"),
         (tokenizer.ScalarTokenizer, "_token_inputs", "convert"),
         (quantile, "_encode_kernel", "kernel"),
+        (quantile, "_encode_steps", "kernel"),
         (tokenizer.ScalarTokenizer, "_finish", "wait"),
         (tokenizer, "_mask_of", "mask"),
         (store.TokenStoreWriter, "write", "write"),
