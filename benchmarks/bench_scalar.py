@@ -169,7 +169,6 @@ def stage_targets() -> list[tuple[object, str, str]]:
         (tokenizer, "_float_column", "convert"),
         (tokenizer.ScalarTokenizer, "_token_inputs", "convert"),
         (quantile, "_encode_kernel", "kernel"),
-        (quantile, "_encode_steps", "kernel"),
         (tokenizer.ScalarTokenizer, "_finish", "wait"),
         (tokenizer, "_mask_of", "mask"),
         (store.TokenStoreWriter, "write", "write"),

@@ -249,9 +249,8 @@ def missing_mask(values: Any, sentinels: Sequence[float] = ()) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------ value -> token kernels
-_CELLS_PER_EDGE = (2, 4, 8, 16, 32, 64)
+_CELLS_PER_EDGE = (4, 8, 16, 32, 64)
 _MAX_CELLS = 1 << 16
-_STEPS = 2  # edges one cell may hold for the branch-free kernel
 
 
 @attrs.frozen(eq=False)
@@ -260,18 +259,11 @@ class Lookup:
 
     The kernel maps a value to one of ``n_cells`` equal-width cells between the first and last
     edge; ``lut[c]:lut[c+1]`` is the range of edges that can lie in cell ``c``, and a binary
-    search over that range finishes. The cell function is monotone, so the result is exactly
-    ``searchsorted(edges, x, "right")`` whatever the distribution. When no cell holds more
-    than two edges (``max_run <= 2``, the usual case) the kernel takes a branch-free step
-    instead of the search: ``a + (padded[a] <= x) + (padded[a + 1] <= x)`` with ``a = lut[c]``,
-    where ``padded`` is ``edges`` followed by two +inf. The cells are as few as that allows
-    (from 2 per edge), so a column's tables (uint16 ``lut``, ``padded``) stay in the core's
-    first-level cache while the parquet reader shares the core.
-
-    ``f32`` is the same table for float32 values, built in float32 arithmetic on the edges
-    rounded up to float32 (a float32 ``x`` is at or above an edge exactly when it is at or
-    above the edge rounded up, so its tokens are the same); None where rounding merges two
-    edges or no float32 table has the branch-free form.
+    search over that (usually tiny) range finishes. The cell function is monotone, so the
+    result is exactly ``searchsorted(edges, x, "right")`` whatever the distribution. When no
+    cell holds more than one edge (``max_run <= 1``, the usual case) the kernel takes a
+    branch-free step instead of the search: ``lut[c] + (padded[lut[c]] <= x)``, where
+    ``padded`` is ``edges`` followed by +inf.
     """
 
     edges: np.ndarray
@@ -281,12 +273,6 @@ class Lookup:
     n_cells: int
     padded: np.ndarray | None = None
     max_run: int = -1  # the most edges one cell holds (-1: unknown, search every value)
-    f32: Lookup | None = None
-
-    @property
-    def stepped(self) -> bool:
-        """No cell holds more than two edges and ``padded`` is there: the branch-free step applies."""
-        return 0 <= self.max_run <= _STEPS and self.padded is not None and len(self.padded) >= len(self.edges) + 2
 
 
 def _cell_numpy(x: np.ndarray, lo: float, scale: float, n_cells: int) -> np.ndarray:
@@ -297,47 +283,13 @@ def _cell_numpy(x: np.ndarray, lo: float, scale: float, n_cells: int) -> np.ndar
     return c
 
 
-def _cell_table(n_edges: int, cells: np.ndarray, n_cells: int, index: type) -> tuple[np.ndarray, int]:
-    lut = np.searchsorted(cells, np.arange(n_cells + 1), side="left").astype(index)
-    lut[-1] = n_edges
-    return lut, int(np.diff(lut.astype(np.int64)).max())
-
-
-def _float32_lookup(edges: np.ndarray, index: type) -> Lookup | None:
-    """:class:`Lookup` of float32 values: the edges rounded up to float32, every cell computed
-    in float32 as the kernel computes it; None when that table has no branch-free form."""
-    with np.errstate(over="ignore"):
-        up = edges.astype(np.float32)
-    below = up.astype(np.float64) < edges
-    up[below] = np.nextafter(up[below], np.float32(np.inf))
-    if len(up) < 2 or not np.all(np.isfinite(up)) or np.any(np.diff(up) <= 0):
-        return None
-    lo = up[0]
-    padded = np.concatenate([up, np.full(_STEPS, np.inf, dtype=np.float32)])
-    for per_edge in _CELLS_PER_EDGE:
-        n_cells = int(min(_MAX_CELLS, per_edge * (len(up) + 1)))
-        with np.errstate(over="ignore"):
-            scale = np.float32(n_cells / (float(up[-1]) - float(lo)))
-        if not (np.isfinite(scale) and scale > 0):
-            return None
-        w = np.minimum(np.maximum((up - lo) * scale, np.float32(0)), np.float32(n_cells - 1))
-        lut, max_run = _cell_table(len(up), w.astype(np.int64), n_cells, index)
-        if max_run <= _STEPS:
-            return Lookup(edges=up, lut=lut, lo=float(lo), scale=float(scale), n_cells=n_cells,
-                          padded=padded, max_run=max_run)
-        if n_cells == _MAX_CELLS:
-            break
-    return None
-
-
 def build_lookup(edges: np.ndarray) -> Lookup:
-    """The cell table of a set of non-decreasing edges: the smallest (from 2 cells per edge,
-    doubling up to 64 or ``_MAX_CELLS``) in which no cell holds more than two edges, so the
-    kernel's branch-free path applies and the tables stay in cache (uint16 entries); with its
-    float32 twin (:attr:`Lookup.f32`)."""
+    """The cell table of a set of non-decreasing edges: the smallest (from 4 cells per edge,
+    doubling up to 64 or ``_MAX_CELLS``) in which no cell holds two edges, so the kernel's
+    branch-free path applies and the table stays in the core's cache (uint16 entries)."""
     edges = np.ascontiguousarray(edges, dtype=np.float64)
     n = len(edges)
-    padded = np.concatenate([edges, np.full(_STEPS, np.inf)])
+    padded = np.concatenate([edges, [np.inf]])
     index = np.uint16 if n <= np.iinfo(np.uint16).max else np.uint32
     if n < 2 or edges[-1] <= edges[0]:
         lut = np.array([0, n], dtype=index)
@@ -349,11 +301,13 @@ def build_lookup(edges: np.ndarray) -> Lookup:
         scale = float(n_cells / (edges[-1] - edges[0]))
         if not np.isfinite(scale):
             scale = 0.0
-        lut, max_run = _cell_table(n, _cell_numpy(edges, lo, scale, n_cells), n_cells, index)
-        if max_run <= _STEPS or n_cells == _MAX_CELLS:
+        cells = _cell_numpy(edges, lo, scale, n_cells)
+        lut = np.searchsorted(cells, np.arange(n_cells + 1), side="left").astype(index)
+        lut[-1] = n
+        max_run = int(np.diff(lut.astype(np.int64)).max())
+        if max_run <= 1 or n_cells == _MAX_CELLS:
             break
-    return Lookup(edges=edges, lut=lut, lo=lo, scale=scale, n_cells=n_cells, padded=padded, max_run=max_run,
-                  f32=_float32_lookup(edges, index))
+    return Lookup(edges=edges, lut=lut, lo=lo, scale=scale, n_cells=n_cells, padded=padded, max_run=max_run)
 
 
 def _as_float(x: Any) -> np.ndarray:
@@ -468,61 +422,8 @@ if numba is not None:
         return missing
 
 
-    @njit(cache=True, nogil=True)
-    def _encode_steps(x, valid, voff, lut, padded, lo, scale, flast, inf, s0, s1, flags, more, mask_token,
-                      out):  # pragma: no cover
-        """The branch-free kernel of a stepped :class:`Lookup` (no cell holds more than two
-        edges): ``out[i]`` = ``a + (padded[a] <= x[i]) + (padded[a + 1] <= x[i])``, ``a`` the
-        ``lut`` entry of the cell of ``x[i]``, the arithmetic in the tables' type (float32
-        tables for float32 values, else float64); or ``mask_token`` where the value is NaN,
-        +-inf, null in the Arrow bitmap ``valid``, equal to the sentinel ``s0`` or ``s1`` (NaN:
-        none) or, tested only at the tokens ``flags`` marks, to one of the ``more`` sentinels.
-        The mask is a select, so the usual value takes no branch. Returns the mask tokens
-        written."""
-        n = x.shape[0]
-        zero = scale - scale
-        mask = np.int64(mask_token)
-        has_valid = valid.shape[0] > 0
-        has_more = more.shape[0] > 0
-        missing = 0
-        for i in range(n):
-            v = x[i]
-            w = (v - lo) * scale
-            w = w if w > zero else zero
-            w = w if w < flast else flast
-            a = np.uint64(lut[np.uint64(np.int64(w))])
-            t = np.int64(a) + np.int64(padded[a] <= v) + np.int64(padded[a + np.uint64(1)] <= v)
-            bad = (not (abs(v) < inf)) | (v == s0) | (v == s1)
-            if has_valid:
-                j = i + voff
-                bad |= ((valid[j >> 3] >> (j & 7)) & 1) == 0
-            if has_more and flags[t]:
-                for s in range(more.shape[0]):
-                    bad |= v == more[s]
-            k = np.int64(bad)
-            missing += k
-            out[i] = np.uint16(t + k * (mask - t))
-        return missing
-
-
-def _sentinel_pair(sentinels: np.ndarray, dtype: type) -> tuple[Any, Any, np.ndarray]:
-    """The first two sentinels as ``dtype`` scalars (NaN where absent, or where a float32 cannot
-    hold the value, so no float32 value equals it) and the rest as float64."""
-    kept = [s for s in sentinels.tolist() if not np.isnan(s)]
-    if dtype is np.float32:
-        kept = [s for s in kept if float(np.float32(s)) == s]
-    pair = [dtype(s) for s in kept[:2]] + [dtype(np.nan)] * (2 - min(2, len(kept)))
-    return pair[0], pair[1], np.asarray(kept[2:], dtype=np.float64)
-
-
 def _run_kernel(x: np.ndarray, valid: np.ndarray, voff: int, lk: Lookup, sentinels: np.ndarray,
                 flags: np.ndarray, mask_token: np.uint16, out: np.ndarray) -> int:
-    if lk.stepped:
-        t = lk.f32 if x.dtype == np.float32 and lk.f32 is not None else lk
-        kind = np.float32 if t is lk.f32 else np.float64
-        s0, s1, more = _sentinel_pair(sentinels, kind)
-        return int(_encode_steps(x, valid, voff, t.lut, t.padded, kind(t.lo), kind(t.scale), kind(t.n_cells - 1),
-                                 kind(np.inf), s0, s1, flags, more, mask_token, out))
     padded = lk.padded if lk.padded is not None else np.concatenate([lk.edges, [np.inf]])
     return int(_encode_kernel(x, valid, voff, lk.edges, padded, lk.lut, lk.lo, lk.scale, lk.n_cells,
                               0 <= lk.max_run <= 1, flags, sentinels, mask_token, out))

@@ -239,67 +239,6 @@ def test_numba_writes_into_strided_output_and_accepts_ints():
     np.testing.assert_array_equal(out[:, 0], 0)
 
 
-def test_lookup_is_small_and_branch_free_with_a_float32_twin():
-    rng = np.random.default_rng(6)
-    edges = fit_bins(rng.normal(20, 1.5, 100_000), 1024).edges
-    lk = q.build_lookup(edges)
-    assert lk.stepped and lk.max_run <= 2 and lk.n_cells <= 4 * (len(edges) + 1)  # tables stay in L1
-    assert lk.lut.dtype == np.uint16 and len(lk.padded) == len(edges) + 2
-    assert lk.f32 is not None and lk.f32.stepped and lk.f32.edges.dtype == np.float32
-    up = lk.f32.edges.astype(np.float64)  # each edge rounded up to the nearest float32 at or above it
-    assert np.all(up >= edges) and np.all(np.nextafter(lk.f32.edges, np.float32(-np.inf)) < edges)
-
-
-def test_float32_twin_is_absent_where_rounding_merges_edges():
-    edges = np.array([1.0 + 1e-12, 1.0 + 2e-12, 2.0])  # both first edges round up to one float32
-    lk = q.build_lookup(edges)
-    assert lk.f32 is None and lk.stepped
-    x = np.array([1.0, np.nextafter(np.float32(1), np.float32(2)), 1.5, 2.0, 3.0], dtype=np.float32)
-    tokens = q.encode_values(x, lk, 9, SENT)  # through the float64 tables
-    np.testing.assert_array_equal(tokens, [0, 2, 2, 3, 3])
-
-
-@needs_numba
-@pytest.mark.parametrize("seed", range(12))
-def test_stepped_kernel_equals_the_numpy_reference(seed):
-    """float32 values through the float32 tables, float64 and ints through the float64 ones:
-    the same tokens as ``searchsorted`` on the float64 edges, for values on, one ulp either
-    side of and between the edges, with 0 to 3 sentinels (one no float32 holds), and nulls."""
-    rng = np.random.default_rng(seed)
-    scale = 10.0 ** rng.uniform(-6, 6)
-    kind = seed % 4
-    if kind == 0:
-        data = rng.normal(0, scale, 20_000)
-    elif kind == 1:  # float32 data: edges between neighbouring float32 values
-        data = rng.normal(0, scale, 20_000).astype(np.float32).astype(np.float64)
-    elif kind == 2:
-        data = rng.integers(-40, 40, 5_000).astype(np.float64)
-    else:
-        data = rng.lognormal(0, 1, 20_000) * scale
-    edges = fit_bins(data, int(rng.choice([16, 256, 1024]))).edges
-    lk = q.build_lookup(edges)
-    sentinels = np.array([7.0, -5.0, 0.1][: seed % 4])  # 0.1: no float32 equals it
-    e32 = edges.astype(np.float32)
-    probe = np.concatenate([
-        rng.choice(data, 4000), edges, e32, np.nextafter(e32, np.float32(np.inf)),
-        np.nextafter(e32, np.float32(-np.inf)), rng.normal(0, 3 * scale, 2000), sentinels,
-        [np.nan, np.inf, -np.inf, 3.0e38, -3.0e38, 0.0, -0.0, 1e-45, 7.0],
-    ])
-    flags = q._check_flags(edges, sentinels)
-    for dtype in (np.float32, np.float64, np.int64):
-        with np.errstate(over="ignore", invalid="ignore"):
-            x = probe.astype(dtype) if dtype is not np.int64 else np.nan_to_num(probe, posinf=0, neginf=0).astype(np.int64)
-        nulls = rng.random(len(x) + 3) < 0.1 if seed % 3 == 0 else None
-        valid = np.packbits(~nulls, bitorder="little") if nulls is not None else q._NO_BITMAP
-        out = np.empty(len(x), dtype=np.uint16)
-        missing = q._run_kernel(x, valid, 3 if nulls is not None else 0, lk, sentinels, flags, np.uint16(2000), out)
-        expected = q.encode_numpy(x, edges, 2000, sentinels)
-        if nulls is not None:
-            expected[nulls[3:]] = 2000
-        np.testing.assert_array_equal(out, expected)
-        assert missing == np.count_nonzero(expected == 2000)
-
-
 def test_numpy_exact_tokens_on_known_values():
     x = np.array([13.9, 14.0, 17.99, 18.0, 25.0, np.nan, -99.0])
     np.testing.assert_array_equal(q.encode_numpy(x, np.array([14.0, 18.0, 20.0]), 4, SENT), [0, 1, 1, 2, 3, 4, 4])
