@@ -161,6 +161,7 @@ def stage_targets() -> list[tuple[object, str, str]]:
     import astromodal_splus.tokenizer as tokenizer
 
     import astromodal_core.blocks.quantile as quantile
+    import astromodal_core.blocks.simd as simd
     import astromodal_core.store as store
 
     wanted = [
@@ -169,8 +170,8 @@ def stage_targets() -> list[tuple[object, str, str]]:
         (tokenizer, "_float_column", "convert"),
         (tokenizer.ScalarTokenizer, "_token_inputs", "convert"),
         (quantile, "_encode_kernel", "kernel"),
+        (simd, "encode_f32", "kernel"),
         (tokenizer.ScalarTokenizer, "_finish", "wait"),
-        (tokenizer, "_mask_of", "mask"),
         (store.TokenStoreWriter, "write", "write"),
     ]
     return [(owner, attr, stage) for owner, attr, stage in wanted if hasattr(owner, attr)]

@@ -92,11 +92,6 @@ def _float_column(batch: pa.RecordBatch, name: str, path: Any) -> np.ndarray:
     return numeric_column(batch, name, path)
 
 
-def _mask_of(tokens: np.ndarray, mask_token: int, out: np.ndarray | None = None) -> np.ndarray:
-    """``scalar_mask``: True where a token is the mask token (written into ``out`` if given)."""
-    return np.equal(tokens, mask_token, out=out)
-
-
 def _integer(name: str, value: Any, low: int | None = None, high: int | None = None) -> int:
     """An integer setting in ``[low, high]``; a ValueError naming the setting otherwise."""
     ok = not isinstance(value, bool) and (
@@ -582,12 +577,13 @@ class ScalarTokenizer(Tokenizer):
         return out
 
     def _encode_batches(self, path: PathLike, batch_size: int | None, progress: bool | None,
-                        out: np.ndarray | None = None
+                        out: np.ndarray | None = None, missing: np.ndarray | None = None
                         ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """``(ids, tokens (n, n_cols) uint16, mask tokens per column)`` per record batch; the
         kernels of one batch run while the next is read. With ``out`` (rows of the whole
-        source) the tokens are written straight into its rows, in order; otherwise each batch
-        gets its own column-major array (each column contiguous)."""
+        source) the tokens are written straight into its rows, in order, and ``missing`` (bool,
+        shaped like ``out``) gets ``tokens == N_BINS`` from the same worker tasks; otherwise
+        each batch gets its own column-major array (each column contiguous)."""
         from tqdm.auto import tqdm
 
         self.check_fitted()
@@ -611,7 +607,8 @@ class ScalarTokenizer(Tokenizer):
                     else:
                         tokens = out[start : start + n]
                     start += n
-                    work = self.quantiles.start_encode(self._token_inputs(batch, path), tokens)
+                    rows = None if missing is None else missing[start - n : start]
+                    work = self.quantiles.start_encode(self._token_inputs(batch, path), tokens, missing=rows)
                     if pending is not None:
                         yield self._finish(pending, bar)
                     pending = (ids, work)
@@ -640,7 +637,9 @@ class ScalarTokenizer(Tokenizer):
                progress: bool | None = None, return_mask: bool = True) -> dict[str, Any]:
         """Tokens of every row of a parquet file (the seed's dict, plus ``scalar_mask``).
 
-        Returns ``scalar_tokens`` (n_rows, n_cols) uint16 (``N_BINS`` = missing),
+        Returns ``scalar_tokens`` (n_rows, n_cols) uint16 (``N_BINS`` = missing; stored column
+        by column, each column contiguous, as the kernels write it: ``np.ascontiguousarray``
+        gives the row-major copy),
         ``scalar_cols`` (canonical names), ``ids`` int64, ``id_col``, ``N_BINS``,
         ``scalar_mask`` (n_rows, n_cols) bool, True where missing (left out when
         ``return_mask=False``), and ``n_missing`` per column. A column with no valid value in
@@ -651,16 +650,15 @@ class ScalarTokenizer(Tokenizer):
         self.check_fitted()
         path = source_arg(parquet_path)
         n = num_rows(path)
-        tokens = np.empty((n, len(self.scalar_columns)), dtype=np.uint16)
+        k = len(self.scalar_columns)
+        tokens = np.empty((k, n), dtype=np.uint16).T  # (n, k), each column contiguous
         ids = np.empty(n, dtype=np.int64)
         n_missing = np.zeros(len(self.scalar_columns), dtype=np.int64)
-        mask = np.empty(tokens.shape, dtype=bool) if return_mask else None
+        mask = np.empty((k, n), dtype=bool).T if return_mask else None
         start = 0
-        for batch_ids, rows, missing in self._encode_batches(path, batch_size, progress, out=tokens):
+        for batch_ids, _, missing in self._encode_batches(path, batch_size, progress, out=tokens, missing=mask):
             stop = start + len(batch_ids)
             ids[start:stop] = batch_ids
-            if mask is not None:  # while the next batch's kernels run
-                _mask_of(rows, self.n_bins, out=mask[start:stop])
             n_missing += missing
             start = stop
         if start != n:
