@@ -208,11 +208,11 @@ def test_numba_and_numpy_backends_encode_identically(fitted, cubes):
     finally:
         fitted.backend = "auto"
     np.testing.assert_array_equal(fast, reference)
-    fitted.batch_size = 700  # many record batches: kernels of one overlap the reading of the next
+    default, fitted.batch_size = fitted.batch_size, 700  # many batches: kernels overlap the next read
     try:
         small_batches = fitted.encode(cubes[1], progress=False)
     finally:
-        fitted.batch_size = 131_072
+        fitted.batch_size = default
     np.testing.assert_array_equal(small_batches["scalar_tokens"], reference)
     np.testing.assert_array_equal(small_batches["ids"], table.column("id").to_numpy())
     np.testing.assert_array_equal(fitted.encode_arrays(arrays), reference)

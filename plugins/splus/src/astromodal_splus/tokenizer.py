@@ -166,7 +166,7 @@ class ScalarTokenizer(Tokenizer):
         error_columns: Mapping[str, str] | None = None,
         sentinels: Sequence[float] = DEFAULT_SENTINELS,
         column_sentinels: Mapping[str, Sequence[float]] | None = None,
-        batch_size: int = 131_072,
+        batch_size: int = 262_144,
         backend: str = "auto",
         progress: bool = True,
     ):
