@@ -15,9 +15,11 @@ computes them, and per cell the first token and the one edge that may lie in it.
 of ``x`` in cell ``c`` is ``base[c] + (edge[c] <= x)``; NaN, +-inf and up to two sentinels
 are the mask token, selected without a branch.
 
-:data:`AVAILABLE` says whether this kernel can run here: numba importable, the host CPU has
-AVX2 and numba compiles for the host (``NUMBA_CPU_NAME`` unset or ``host``), and
-``ASTROMODAL_NO_SIMD`` is not set.
+:data:`AVAILABLE` says whether this kernel can run here: numba importable and compiling (not
+``NUMBA_DISABLE_JIT``), the host CPU has AVX2, numba compiles for it (``NUMBA_CPU_NAME``
+unset, ``NUMBA_CPU_FEATURES`` unset or with ``+avx2``), and ``ASTROMODAL_NO_SIMD`` is not
+set. It takes contiguous float32 values into uint16 tokens (the columns of an Arrow record
+batch, a column-major array); anything else goes to the scalar kernel.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ def _available() -> bool:
         import llvmlite.binding as ll
         import numba
     except ImportError:  # pragma: no cover - numba is an optional dependency
+        return False
+    if numba.config.DISABLE_JIT:  # an intrinsic cannot run as Python
         return False
     if (numba.config.CPU_NAME or "host") != "host":  # compiling for another CPU: maybe no AVX2
         return False
@@ -68,9 +72,10 @@ class Float32Cells:
 
 
 def float32_cells(edges: np.ndarray) -> Float32Cells | None:
-    """The float32 tables of increasing float64 ``edges``: the fewest cells (from 4 a edge,
+    """The float32 tables of increasing float64 ``edges``: the fewest cells (from 4 per edge,
     doubling to 64 or 65,536) in which no cell holds two edges; None when rounding up to
-    float32 merges two edges, an edge is beyond float32's range, or no such grid exists."""
+    float32 merges two edges, an edge rounds up to +inf or to a subnormal float32 (read as 0
+    where a library has set the CPU's denormals-are-zero flag), or no such grid exists."""
     edges = np.asarray(edges, dtype=np.float64)
     if len(edges) < 2 or len(edges) >= np.iinfo(np.int32).max:
         return None
@@ -80,6 +85,8 @@ def float32_cells(edges: np.ndarray) -> Float32Cells | None:
     up[below] = np.nextafter(up[below], np.float32(np.inf))
     if not np.all(np.isfinite(up)) or np.any(np.diff(up) <= 0):
         return None
+    if np.any((up != 0) & (np.abs(up) < np.finfo(np.float32).tiny)):  # subnormal: read as 0 under DAZ
+        return None
     lo = up[0]
     padded = np.concatenate([up, np.array([np.inf], dtype=np.float32)])
     for per_edge in _CELLS_PER_EDGE:
@@ -88,7 +95,9 @@ def float32_cells(edges: np.ndarray) -> Float32Cells | None:
             scale = np.float32(n_cells / (float(up[-1]) - float(lo)))
         if not (np.isfinite(scale) and scale > 0):
             return None
-        cells = np.minimum(np.maximum((up - lo) * scale, np.float32(0)), np.float32(n_cells - 1)).astype(np.int64)
+        with np.errstate(over="ignore"):
+            w = (up - lo) * scale
+        cells = np.minimum(np.maximum(w, np.float32(0)), np.float32(n_cells - 1)).astype(np.int64)
         base = np.searchsorted(cells, np.arange(n_cells), side="left")
         if np.all(np.diff(np.append(base, len(up))) <= 1):
             return Float32Cells(base=base.astype(np.int32), edge=padded[base], lo=lo, scale=scale,
@@ -119,7 +128,7 @@ if AVAILABLE:
 
     @intrinsic
     def _step8(typingctx, x, i, base, edge, lo, scale, flast, s0, s1, mask, out):  # pragma: no cover
-        """Tokens of ``x[i:i+8]`` into ``out[i:i+8]`` (any stride); returns the mask tokens."""
+        """Tokens of ``x[i:i+8]`` into uint16 ``out[i:i+8]`` (any stride); returns the mask tokens."""
         sig = types.int64(x, i, base, edge, lo, scale, flast, s0, s1, mask, out)
 
         def codegen(context, builder, signature, args):
@@ -202,14 +211,17 @@ def encode_f32(x: np.ndarray, valid: np.ndarray, voff: int, cells: Float32Cells,
     """Tokens of float32 ``x`` into uint16 ``out`` (any stride) with :class:`Float32Cells`,
     ``valid`` an Arrow validity bitmap (empty: no nulls) whose bit ``voff + i`` is row ``i``;
     the count of mask tokens written, or None (nothing written) when this kernel does not
-    apply: not :data:`AVAILABLE`, ``x`` not contiguous, or more than two sentinels."""
-    if not AVAILABLE or x.dtype != np.float32 or not x.flags.c_contiguous:
+    apply: not :data:`AVAILABLE`, ``x`` not contiguous float32, ``out`` not uint16 of ``x``'s
+    length, or more than two sentinels."""
+    if (not AVAILABLE or x.dtype != np.float32 or not x.flags.c_contiguous
+            or out.dtype != np.uint16 or out.shape != x.shape):
         return None
     kept = [float(s) for s in np.asarray(sentinels, dtype=np.float64).reshape(-1) if not np.isnan(s)]
     if len(kept) > 2:
         return None
     # a sentinel no float32 holds matches no float32 value: NaN (never equal) stands for it
-    pair = [np.float32(s) if float(np.float32(s)) == s else np.float32(np.nan) for s in kept]
+    with np.errstate(over="ignore"):
+        pair = [np.float32(s) if float(np.float32(s)) == s else np.float32(np.nan) for s in kept]
     pair += [np.float32(np.nan)] * (2 - len(pair))
     return int(_encode_f32(x, valid, voff, cells.base, cells.edge, cells.lo, cells.scale,
                            np.float32(cells.n_cells - 1), pair[0], pair[1], mask_token, out))

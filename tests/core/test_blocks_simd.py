@@ -83,10 +83,30 @@ def test_quantile_bins_take_it_for_float32_values_with_the_same_tokens():
     rng = np.random.default_rng(3)
     bins = q.QuantileBins(1024, ["a", "b"], sentinels=[99.0, -99.0]).fit(rng.normal(20, 2, (20_000, 2)))
     assert all(lk.f32 is not None for lk in bins._lookups)
-    x = rng.normal(20, 2, (70_001, 2)).astype(np.float32)
+    x = np.asfortranarray(rng.normal(20, 2, (70_001, 2)).astype(np.float32))  # contiguous columns: simd applies
     x[::13, 0] = np.nan
     x[::17, 1] = 99.0
     reference = q.QuantileBins(1024, ["a", "b"], sentinels=[99.0, -99.0], backend="numpy").set_tables(bins.tables)
     tokens = bins.encode(x)
     assert tokens.flags.f_contiguous  # each column contiguous, as the kernels write it
     np.testing.assert_array_equal(tokens, reference.encode(x))
+    np.testing.assert_array_equal(bins.encode(np.ascontiguousarray(x)), tokens)  # strided columns: scalar kernel
+
+
+def test_it_stands_aside_for_outputs_it_cannot_write():
+    cells = simd.float32_cells(np.array([1.0, 2.0, 3.0]))
+    x = np.arange(16, dtype=np.float32)
+    for out in (np.zeros(16, dtype=np.uint8), np.zeros(16, dtype=np.int64), np.zeros(15, dtype=np.uint16)):
+        assert simd.encode_f32(x, q._NO_BITMAP, 0, cells, np.empty(0), 9, out) is None
+        assert not out.any()
+
+
+def test_subnormal_edges_get_no_float32_tables():
+    assert simd.float32_cells(np.array([-1.5, -0.5, 1e-40, 0.5, 1.5])) is None  # 1e-40 -> a subnormal float32
+
+
+def test_it_is_off_when_numba_does_not_compile(monkeypatch):
+    import numba
+
+    monkeypatch.setattr(numba.config, "DISABLE_JIT", True)
+    assert simd._available() is False
