@@ -442,7 +442,7 @@ def _run_kernel(x: np.ndarray, valid: np.ndarray, voff: int, lk: Lookup, sentine
                               0 <= lk.max_run <= 1, flags, sentinels, mask_token, out))
 
 
-_CHUNK = 1 << 16
+_CHUNK = 1 << 18  # rows of one column a task encodes (one task a column of a default record batch)
 _NO_BITMAP = np.empty(0, dtype=np.uint8)
 _pool: ThreadPoolExecutor | None = None
 

@@ -24,6 +24,7 @@ batch, a column-major array); anything else goes to the scalar kernel.
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any
 
@@ -69,6 +70,11 @@ class Float32Cells:
     lo: np.float32
     scale: np.float32
     n_cells: int
+
+    @property
+    def flast(self) -> np.float32:
+        """The last cell's index as float32 (the clamp of the cell computation)."""
+        return np.float32(self.n_cells - 1)
 
 
 def float32_cells(edges: np.ndarray) -> Float32Cells | None:
@@ -216,12 +222,21 @@ def encode_f32(x: np.ndarray, valid: np.ndarray, voff: int, cells: Float32Cells,
     if (not AVAILABLE or x.dtype != np.float32 or not x.flags.c_contiguous
             or out.dtype != np.uint16 or out.shape != x.shape):
         return None
-    kept = [float(s) for s in np.asarray(sentinels, dtype=np.float64).reshape(-1) if not np.isnan(s)]
+    pair = _sentinel_pair(tuple(np.asarray(sentinels, dtype=np.float64).reshape(-1).tolist()))
+    if pair is None:
+        return None
+    return int(_encode_f32(x, valid, voff, cells.base, cells.edge, cells.lo, cells.scale, cells.flast,
+                           pair[0], pair[1], mask_token, out))
+
+
+@functools.lru_cache(maxsize=256)
+def _sentinel_pair(sentinels: tuple[float, ...]) -> tuple[np.float32, np.float32] | None:
+    """The kernel's two sentinels as float32 (NaN where absent, and for a value no float32
+    holds: no float32 equals it), or None for more than two."""
+    kept = [s for s in sentinels if not np.isnan(s)]
     if len(kept) > 2:
         return None
-    # a sentinel no float32 holds matches no float32 value: NaN (never equal) stands for it
     with np.errstate(over="ignore"):
         pair = [np.float32(s) if float(np.float32(s)) == s else np.float32(np.nan) for s in kept]
     pair += [np.float32(np.nan)] * (2 - len(pair))
-    return int(_encode_f32(x, valid, voff, cells.base, cells.edge, cells.lo, cells.scale,
-                           np.float32(cells.n_cells - 1), pair[0], pair[1], mask_token, out))
+    return pair[0], pair[1]

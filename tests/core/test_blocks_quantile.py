@@ -249,9 +249,10 @@ def test_chunked_threaded_path_identical_to_searchsorted(monkeypatch):
     rng = np.random.default_rng(5)
     edges = fit_bins(rng.normal(size=50_000), 1024).edges
     lk = q.build_lookup(edges)
-    cols = [rng.normal(size=200_003).astype(np.float32) for _ in range(3)]
+    n = 2 * q._CHUNK + 3  # three kernel pieces a column
+    cols = [rng.normal(size=n).astype(np.float32) for _ in range(3)]
     cols[1][::7] = np.nan
-    out = np.empty((200_003, 3), dtype=np.uint16)
+    out = np.empty((n, 3), dtype=np.uint16)
     q.encode_many([(c, lk, out[:, j]) for j, c in enumerate(cols)], 1024, SENT)
     for j, c in enumerate(cols):
         np.testing.assert_array_equal(out[:, j], q.encode_numpy(c, edges, 1024, SENT))

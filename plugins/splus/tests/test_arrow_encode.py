@@ -67,7 +67,7 @@ def test_arrow_columns_give_the_numpy_reference_tokens(backend: str) -> None:
     rng = np.random.default_rng(1)
     types = INT_TYPES + FLOAT_TYPES + [pa.float16(), pa.decimal128(9, 3)]
     names = [str(t) for t in types]
-    n = 70_001  # more than one kernel piece
+    n = q._CHUNK + 4_465  # more than one kernel piece
     train = {c: rng.normal(0, 30, 5000) for c in names}
     bins = QuantileBins(64, names, sentinels={"float": [7.0], "int32": [0.0]}, backend=backend).fit(train)
     arrays = []
