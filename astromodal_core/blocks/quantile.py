@@ -433,7 +433,7 @@ if numba is not None:
 
 def _run_kernel(x: np.ndarray, valid: np.ndarray, voff: int, lk: Lookup, sentinels: np.ndarray,
                 flags: np.ndarray, mask_token: np.uint16, out: np.ndarray) -> int:
-    if lk.f32 is not None and x.dtype == np.float32:
+    if lk.f32 is not None:  # float32 tables built: the AVX2 kernel, where it applies to x and out
         missing = simd.encode_f32(x, valid, voff, lk.f32, sentinels, mask_token, out)
         if missing is not None:
             return missing
