@@ -7,7 +7,7 @@
         finite value; training time on the same rows; parquet -> tokens end to end
         (``encode(path)`` and ``encode_to_store``) against pyarrow's bare read of the same
         columns, best and median of ``--repeat`` runs, wall and CPU, tokens/s per core, with a
-        per-stage profile of each (read, convert, kernel, wait, mask, write; benchmarks/_profile.py)
+        per-stage profile of each (read, convert, kernel, wait, write; benchmarks/_profile.py)
         and the load average beside; decode error / photometric error per band.
 
     python benchmarks/bench_scalar.py e2e [--rows 2000000] [--repeat 3]
@@ -157,7 +157,8 @@ def runs(fn, repeat: int) -> dict[str, float]:
 
 def stage_targets() -> list[tuple[object, str, str]]:
     """The functions of the scalar encode path timed as stages (read, convert, kernel, wait,
-    mask, write); names an older version lacks are skipped."""
+    write; ``scalar_mask`` is written inside the kernel tasks); names an older version lacks
+    are skipped."""
     import astromodal_splus.tokenizer as tokenizer
 
     import astromodal_core.blocks.quantile as quantile
@@ -177,7 +178,7 @@ def stage_targets() -> list[tuple[object, str, str]]:
     return [(owner, attr, stage) for owner, attr, stage in wanted if hasattr(owner, attr)]
 
 
-STAGES = ("read", "convert", "kernel", "wait", "mask", "write")
+STAGES = ("read", "convert", "kernel", "wait", "write")
 
 
 def end_to_end(tok: ScalarTokenizer, path: Path, read_cols: list[str], repeat: int, tmp: Path) -> dict:
